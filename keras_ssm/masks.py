@@ -1,0 +1,255 @@
+"""The method itself: mask step functions with straight-through gradients.
+
+A mask turns a layer's real-valued ``scores`` into the mask ``M`` that multiplies the frozen
+weights ``w0``.  Each mask is a small serializable object; a layer asks it once to ``build`` its
+per-layer state (for example the signed mask's threshold) and then calls it on every forward pass.
+
+>>> import keras
+>>> from keras_ssm import masks
+>>> mask = masks.get("signed")
+>>> mask.values
+(-1, 0, 1)
+>>> masks.get({"class_name": "topk", "config": {"k": 0.3}}).k
+0.3
+
+Three masks ship with the library:
+
+- ``"signed"`` (:class:`SignedMask`, the paper's): keep (+1), hide (0) or invert (-1).
+- ``"binary"`` (:class:`BinaryMask`, Zhou et al. 2019): a Bernoulli sample in training.
+- ``"topk"`` (:class:`TopKMask`, Ramanujan et al. 2020, "edge-popup"): keep the top ``k`` share.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import keras
+from keras import ops
+
+__all__ = ["Mask", "SignedMask", "BinaryMask", "TopKMask", "get", "serialize", "ALLOWED"]
+
+
+def straight_through(step: Callable[[Any], Any], scores: Any) -> Any:
+    """Apply ``step`` to ``scores`` with the identity as its gradient (dL/ds = dL/dM).
+
+    ``step`` may close over tensors (never over Keras variables: read them first), which get
+    no gradient.  Written with ``keras.ops.custom_gradient`` so it runs on TensorFlow and JAX.
+    """
+
+    @ops.custom_gradient
+    def _step(x: Any) -> Any:
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            return args[0] if upstream is None else upstream
+
+        return step(x), grad
+
+    return _step(scores)
+
+
+def read(value: Any) -> Any:
+    """A tensor holding ``value``'s current value (a Keras variable must never reach a custom
+    gradient function directly: on TensorFlow it would be watched as a variable there)."""
+    return ops.copy(value) if isinstance(value, keras.Variable) else ops.convert_to_tensor(value)
+
+
+def _as_fraction(name: str, value: Any, *, closed_upper: bool = False) -> float:
+    upper = "1]" if closed_upper else "1)"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and 0.0 < float(value) and (float(value) <= 1.0 if closed_upper else float(value) < 1.0)
+    if not ok:
+        raise ValueError(f"`{name}` must be a number in (0, {upper}; received {name}={value!r}.")
+    return float(value)
+
+
+class Mask:
+    """Base class: a step function from scores to mask values, with a custom gradient.
+
+    Subclasses set ``name`` (the string id) and ``values`` (the mask values it can produce) and
+    implement ``__call__``; ``build`` creates per-layer state on the layer that owns the scores.
+    """
+
+    name: ClassVar[str] = ""
+    values: ClassVar[tuple[int, ...]] = ()
+
+    def build(self, layer: keras.layers.Layer, scores: keras.Variable) -> dict[str, Any]:
+        """Create the per-layer state (variables, seed generators) on ``layer``."""
+        return {}
+
+    def __call__(self, scores: Any, state: dict[str, Any], training: bool | None = None) -> Any:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Mask:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(self.get_config().items()))))
+
+
+class SignedMask(Mask):
+    """Keep (+1), hide (0) or invert (-1) each weight: the signed supermask.
+
+    ``M = +1 if s > tau, 0 if |s| <= tau, -1 if s < -tau`` with ``tau = threshold * max|s|`` of
+    the layer's *initial* scores.  ``tau`` is fixed once when the layer is built and stored as a
+    non-trainable variable (so it saves and loads).  Gradient: ``dL/ds = dL/dM``.
+
+    >>> from keras import ops
+    >>> mask = SignedMask(threshold=0.4)
+    >>> ops.convert_to_numpy(mask(ops.array([-1.0, -0.2, 0.3, 0.9]), {"tau": 0.5})).tolist()
+    [-1.0, 0.0, 0.0, 1.0]
+    """
+
+    name = "signed"
+    values = (-1, 0, 1)
+
+    def __init__(self, threshold: float = 0.4) -> None:
+        self.threshold = _as_fraction("threshold", threshold)
+
+    def build(self, layer: keras.layers.Layer, scores: keras.Variable) -> dict[str, Any]:
+        tau = self.threshold * float(ops.convert_to_numpy(ops.max(ops.abs(scores.value))))
+        var = layer.add_weight(
+            name="tau", shape=(), initializer=keras.initializers.Constant(tau), trainable=False
+        )
+        return {"tau": var}
+
+    def __call__(self, scores: Any, state: dict[str, Any], training: bool | None = None) -> Any:
+        tau = ops.cast(read(state["tau"]), scores.dtype)
+
+        def step(s: Any) -> Any:
+            return ops.cast(ops.greater(s, tau), s.dtype) - ops.cast(ops.less(s, -tau), s.dtype)
+
+        return straight_through(step, scores)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"threshold": self.threshold}
+
+
+class BinaryMask(Mask):
+    """Zhou et al.'s supermask: keep (1) or hide (0) with probability ``sigmoid(s)``.
+
+    In training ``M ~ Bernoulli(sigmoid(s))`` with the estimator
+    ``sample + sigmoid(s) - stop_gradient(sigmoid(s))`` (so ``dL/ds = dL/dM * sigmoid'(s)``),
+    sampled from a Keras ``SeedGenerator`` so it runs on TensorFlow and JAX.  **At inference the
+    mask is deterministic: ``M = 1`` where ``sigmoid(s) > 0.5`` (``s > 0``)**; this is also what
+    ``fold`` and ``mask_stats`` report.
+
+    Args:
+        seed: seed of the layer's sampling stream (``None``: drawn from Keras' global seed, so
+            ``keras.utils.set_random_seed`` makes runs repeatable).
+    """
+
+    name = "binary"
+    values = (0, 1)
+
+    def __init__(self, seed: int | None = None) -> None:
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"`seed` must be an int or None; received seed={seed!r}.")
+        self.seed = seed
+
+    def build(self, layer: keras.layers.Layer, scores: keras.Variable) -> dict[str, Any]:
+        layer.mask_seed_generator = keras.random.SeedGenerator(self.seed, name="mask_seed")
+        return {"seed_generator": layer.mask_seed_generator}
+
+    def __call__(self, scores: Any, state: dict[str, Any], training: bool | None = None) -> Any:
+        if not training:
+            return ops.cast(ops.greater(scores, 0.0), scores.dtype)
+        prob = ops.sigmoid(scores)
+        noise = keras.random.uniform(ops.shape(scores), seed=state["seed_generator"])
+        sample = ops.cast(ops.less(noise, prob), scores.dtype)
+        return sample + prob - ops.stop_gradient(prob)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+
+class TopKMask(Mask):
+    """Edge-popup: keep (1) the top ``k`` share of ``|s|`` in each layer, hide (0) the rest.
+
+    Ties at the cut are kept.  Gradient: straight-through, ``dL/ds = dL/dM``.
+
+    >>> from keras import ops
+    >>> ops.convert_to_numpy(TopKMask(k=0.5)(ops.array([0.1, -3.0, 2.0, 0.2]), {})).tolist()
+    [0.0, 1.0, 1.0, 0.0]
+    """
+
+    name = "topk"
+    values = (0, 1)
+
+    def __init__(self, k: float = 0.5) -> None:
+        self.k = _as_fraction("k", k, closed_upper=True)
+
+    def __call__(self, scores: Any, state: dict[str, Any], training: bool | None = None) -> Any:
+        size = 1
+        for dim in scores.shape:
+            size *= int(dim)
+        keep = max(1, int(round(self.k * size)))
+
+        def step(s: Any) -> Any:
+            magnitude = ops.abs(s)
+            cut = ops.top_k(ops.reshape(magnitude, (-1,)), keep, sorted=True)[0][keep - 1]
+            return ops.cast(ops.greater_equal(magnitude, cut), s.dtype)
+
+        return straight_through(step, scores)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+
+_REGISTRY: dict[str, type[Mask]] = {cls.name: cls for cls in (SignedMask, BinaryMask, TopKMask)}
+ALLOWED: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def serialize(mask: Mask) -> dict[str, Any]:
+    """The JSON-able config of ``mask``: ``{"class_name": name, "config": {...}}``."""
+    return {"class_name": mask.name, "config": mask.get_config()}
+
+
+def get(identifier: str | dict[str, Any] | Mask, **overrides: Any) -> Mask:
+    """Resolve a mask from a string id, a config dict (see :func:`serialize`) or an instance.
+
+    ``overrides`` (e.g. ``threshold=0.5``) are merged into the config of a string or dict id; an
+    argument the mask does not take raises a ``ValueError`` that names the mask's arguments.
+    """
+    if isinstance(identifier, Mask):
+        if overrides:
+            config = {**identifier.get_config(), **overrides}
+            return _construct(type(identifier), config)
+        return identifier
+    if isinstance(identifier, str):
+        cls, config = _lookup(identifier), {}
+    elif isinstance(identifier, dict) and "class_name" in identifier:
+        cls, config = _lookup(identifier["class_name"]), dict(identifier.get("config") or {})
+    else:
+        raise ValueError(
+            f"Could not interpret mask identifier {identifier!r}: expected one of {ALLOWED}, "
+            "a dict {'class_name': ..., 'config': {...}} or a keras_ssm.masks.Mask instance."
+        )
+    return _construct(cls, {**config, **overrides})
+
+
+def _lookup(name: str) -> type[Mask]:
+    key = str(name).lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"Unknown mask {name!r}. Allowed masks: {', '.join(ALLOWED)}.")
+    return _REGISTRY[key]
+
+
+def _construct(cls: type[Mask], config: dict[str, Any]) -> Mask:
+    try:
+        return cls(**config)
+    except TypeError as err:
+        allowed = ", ".join(cls().get_config()) or "none"
+        raise ValueError(
+            f"Mask {cls.name!r} got unexpected arguments {sorted(config)}; "
+            f"its arguments are: {allowed}."
+        ) from err
