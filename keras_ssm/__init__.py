@@ -1,3 +1,51 @@
-"""keras_ssm: signed supermasks for Keras 3 (placeholder while the core lands)."""
+"""keras_ssm: signed supermasks for Keras 3.
+
+A network keeps its random initial weights frozen; training only decides, per weight, to keep
+it (+1), hide it (0) or invert its sign (-1).
+
+>>> import keras, keras_ssm
+>>> model = keras.Sequential([
+...     keras.Input((784,)),
+...     keras_ssm.layers.MaskedDense(300, activation="elu", use_bias=False),
+...     keras_ssm.layers.MaskedDense(10, activation="softmax", use_bias=False),
+... ])
+>>> 0 < keras_ssm.mask_stats(model)["remaining"] < 1
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from keras_ssm import initializers, layers, masks
+from keras_ssm.layers import MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDense
+from keras_ssm.stats import MaskStatsCallback, mask_stats, summary
+from keras_ssm.wrap import UnsupportedLayerError, fold, supermask
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "MaskStatsCallback",
+    "MaskedConv1D",
+    "MaskedConv2D",
+    "MaskedConv3D",
+    "MaskedDense",
+    "UnsupportedLayerError",
+    "fold",
+    "initializers",
+    "layers",
+    "mask_stats",
+    "masks",
+    "summary",
+    "supermask",
+]
+
+# Heavier rooms load on first use: keras_ssm.data, .models, .recipes, .export, .analysis, .cli
+_LAZY = ("data", "models", "recipes", "export", "analysis", "cli")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"keras_ssm.{name}")
+    raise AttributeError(f"module 'keras_ssm' has no attribute {name!r}")

@@ -1,0 +1,88 @@
+"""Atomic file writes: write to a temporary file beside the target, rename on success.
+
+Example:
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with atomic_path(os.path.join(d, "out.bin")) as tmp:
+    ...     with open(tmp, "wb") as f:
+    ...         _ = f.write(b"ok")
+    >>> sorted(os.listdir(d))
+    ['out.bin']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+
+__all__ = ["atomic_path", "atomic_write_bytes"]
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary path in the target's directory; move it to ``path`` on success.
+
+    The temporary file is removed if the block raises, so a failed write leaves nothing
+    on disk. Without ``overwrite`` an existing ``path`` is never replaced: a
+    ``FileExistsError`` naming it is raised before any work is done (and again, atomically,
+    at the rename if the file appeared meanwhile).
+
+    Args:
+        path: Final destination.
+        overwrite: Replace an existing file at ``path``.
+
+    Yields:
+        The temporary path to write to (it exists and is empty).
+    """
+    final = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(final))
+    if not overwrite and os.path.lexists(final):
+        raise FileExistsError(f"{final!r} already exists (pass overwrite=True to replace it)")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"directory {directory!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".", suffix=".tmp",
+                               dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        if overwrite:
+            os.replace(tmp, final)
+        else:
+            try:
+                os.link(tmp, final)  # atomic "create only if absent"
+            except FileExistsError:
+                raise FileExistsError(
+                    f"{final!r} already exists (pass overwrite=True to replace it)"
+                ) from None
+            except OSError:  # file system without hard links
+                if os.path.lexists(final):
+                    raise FileExistsError(
+                        f"{final!r} already exists (pass overwrite=True to replace it)"
+                    ) from None
+                os.replace(tmp, final)
+    finally:
+        _remove_quietly(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, overwrite: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`).
+
+    Example:
+        >>> import os, tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "x.bin")
+        >>> atomic_write_bytes(p, b"abc")
+        >>> open(p, "rb").read()
+        b'abc'
+    """
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
