@@ -50,7 +50,9 @@ class MaskedLayerMixin:
         **kwargs: Any,
     ) -> None:
         if lora_rank:
-            raise ValueError(f"{type(self).__name__} does not support LoRA; got lora_rank={lora_rank}.")
+            raise ValueError(
+                f"{type(self).__name__} does not support LoRA; got lora_rank={lora_rank}."
+            )
         overrides = {} if threshold is None else {"threshold": threshold}
         if threshold is not None and masks.get(mask).name != "signed":
             raise ValueError(
@@ -114,7 +116,9 @@ class MaskedLayerMixin:
 
     def _own_variables(self) -> list[keras.Variable]:
         state = [v for v in self.mask_state.values() if isinstance(v, keras.Variable)]
-        seeds = [g.state for g in self.mask_state.values() if isinstance(g, keras.random.SeedGenerator)]
+        seeds = [
+            g.state for g in self.mask_state.values() if isinstance(g, keras.random.SeedGenerator)
+        ]
         bias = [] if self.bias is None else [self.bias]
         return [self._kernel, self.scores, *bias, *state, *seeds]
 

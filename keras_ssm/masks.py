@@ -21,7 +21,8 @@ Three masks ship with the library:
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import keras
 from keras import ops

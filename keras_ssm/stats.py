@@ -95,10 +95,15 @@ def summary(model: keras.Model, print_fn: Callable[[str], Any] | None = None) ->
             row = stats[layer.name]
             bias = 0 if layer.bias is None else int(np.prod(layer.bias.shape))
             # the ternary mask at its entropy, one fp32 scale, and the bias (fp32)
-            bits = ternary_entropy_bits(row["kept"], row["inverted"], row["hidden"]) + 32 * (1 + bias)
+            bits = ternary_entropy_bits(row["kept"], row["inverted"], row["hidden"]) + 32 * (
+                1 + bias
+            )
             params = row["total"] + bias
-            cells = (f"{row['remaining']:.2%}", f"{row['inverted'] / row['total']:.2%}",
-                     f"{bits / params:.3f}")
+            cells = (
+                f"{row['remaining']:.2%}",
+                f"{row['inverted'] / row['total']:.2%}",
+                f"{bits / params:.3f}",
+            )
         elif layer.weights and not hasattr(layer, "layers"):
             params = sum(int(np.prod(w.shape)) for w in layer.weights)
             bits = 32.0 * params
@@ -107,23 +112,52 @@ def summary(model: keras.Model, print_fn: Callable[[str], Any] | None = None) ->
             continue
         total_params += params
         total_bits += bits
-        lines.append((layer.name, type(layer).__name__, f"{params:,}", *cells,
-                      _fmt_bytes(bits / 8), f"{32 * params / bits:.1f}x"))
+        lines.append(
+            (
+                layer.name,
+                type(layer).__name__,
+                f"{params:,}",
+                *cells,
+                _fmt_bytes(bits / 8),
+                f"{32 * params / bits:.1f}x",
+            )
+        )
     overall = mask_stats(model)
-    lines.append(("Total", "", f"{int(total_params):,}", f"{overall['remaining']:.2%}",
-                  f"{overall['inverted'] / overall['total']:.2%}", f"{total_bits / total_params:.3f}",
-                  _fmt_bytes(total_bits / 8), f"{32 * total_params / total_bits:.1f}x"))
+    lines.append(
+        (
+            "Total",
+            "",
+            f"{int(total_params):,}",
+            f"{overall['remaining']:.2%}",
+            f"{overall['inverted'] / overall['total']:.2%}",
+            f"{total_bits / total_params:.3f}",
+            _fmt_bytes(total_bits / 8),
+            f"{32 * total_params / total_bits:.1f}x",
+        )
+    )
     widths = [max(len(str(r[i])) for r in (header, *lines)) for i in range(len(header))]
 
     def fmt(row: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
 
     rule = "-" * len(fmt(header))
     text = "\n".join(
-        [f"keras_ssm summary: {model.name}", rule, fmt(header), rule, *map(fmt, lines[:-1]), rule,
-         fmt(lines[-1]), rule,
-         f"fp32 size {_fmt_bytes(4 * total_params)}; ternary at entropy {_fmt_bytes(total_bits / 8)}; "
-         f"flipped signs among remaining weights: {overall['flipped']:.2%}"]
+        [
+            f"keras_ssm summary: {model.name}",
+            rule,
+            fmt(header),
+            rule,
+            *map(fmt, lines[:-1]),
+            rule,
+            fmt(lines[-1]),
+            rule,
+            f"fp32 size {_fmt_bytes(4 * total_params)}; "
+            f"ternary at entropy {_fmt_bytes(total_bits / 8)}; "
+            f"flipped signs among remaining weights: {overall['flipped']:.2%}",
+        ]
     )
     (print_fn or print)(text)
     return text

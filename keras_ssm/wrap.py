@@ -32,8 +32,14 @@ _NORMALIZATION = (
     keras.layers.GroupNormalization,
 )
 # Stock-config keys that describe the dense kernel and do not carry over to the mask.
-_KERNEL_ONLY_KEYS = ("kernel_initializer", "kernel_regularizer", "kernel_constraint", "lora_rank",
-                     "lora_alpha", "quantization_config")
+_KERNEL_ONLY_KEYS = (
+    "kernel_initializer",
+    "kernel_regularizer",
+    "kernel_constraint",
+    "lora_rank",
+    "lora_alpha",
+    "quantization_config",
+)
 
 
 class UnsupportedLayerError(ValueError):
@@ -128,8 +134,11 @@ def supermask(
     unsupported = [
         f"{layer.name} ({type(layer).__name__})"
         for layer in iter_layers(model)
-        if _has_weights(layer) and select(layer) and not is_masked(layer)
-        and type(layer) not in MASKED_LAYERS and not isinstance(layer, _NORMALIZATION)
+        if _has_weights(layer)
+        and select(layer)
+        and not is_masked(layer)
+        and type(layer) not in MASKED_LAYERS
+        and not isinstance(layer, _NORMALIZATION)
     ]
     if unsupported and strict:
         allowed = ", ".join(cls.__name__ for cls in MASKED_LAYERS)
@@ -145,8 +154,11 @@ def supermask(
         if convert:
             config = {k: v for k, v in layer.get_config().items() if k not in _KERNEL_ONLY_KEYS}
             new = MASKED_LAYERS[type(layer)](
-                **config, mask=mask, weight_initializer=weight_initializer,
-                score_initializer=score_initializer, train_bias=train_bias,
+                **config,
+                mask=mask,
+                weight_initializer=weight_initializer,
+                score_initializer=score_initializer,
+                train_bias=train_bias,
             )
         else:
             new = type(layer).from_config(layer.get_config())
