@@ -52,7 +52,9 @@ def layer_grads(
             return loss(out)
 
         grads = jax.grad(f)(trainable)
-        return {v.path: np.asarray(g) for v, g in zip(layer.trainable_variables, grads, strict=True)}
+        return {
+            v.path: np.asarray(g) for v, g in zip(layer.trainable_variables, grads, strict=True)
+        }
     import tensorflow as tf
 
     with tf.GradientTape() as tape:

@@ -34,7 +34,8 @@ SCRIPT = textwrap.dedent(
                 keras.layers.Flatten(),
                 keras_ssm.layers.MaskedDense(3, activation="softmax", use_bias=False),
             ])
-            model.compile(keras.optimizers.SGD(0.5, momentum=0.9), "sparse_categorical_crossentropy")
+            opt = keras.optimizers.SGD(0.5, momentum=0.9)
+            model.compile(opt, "sparse_categorical_crossentropy")
         rng = np.random.default_rng(0)
         x = rng.normal(size=(64, 6, 6, 2)).astype("float32")
         y = rng.integers(0, 3, 64)

@@ -39,8 +39,13 @@ def test_mask_stats_counts_known_masks() -> None:
     stats = keras_ssm.mask_stats(_hand_built())
     rows = {row["name"]: row for row in stats["layers"]}
     assert rows["a"] == {
-        "name": "a", "class": "MaskedDense", "total": 20, "kept": 3, "inverted": 2,
-        "hidden": 15, "remaining": 0.25,
+        "name": "a",
+        "class": "MaskedDense",
+        "total": 20,
+        "kept": 3,
+        "inverted": 2,
+        "hidden": 15,
+        "remaining": 0.25,
     }
     assert (rows["b"]["kept"], rows["b"]["inverted"], rows["b"]["hidden"]) == (2, 2, 6)
     assert (stats["total"], stats["kept"], stats["inverted"], stats["hidden"]) == (30, 5, 4, 21)
@@ -57,8 +62,9 @@ def test_mask_stats_needs_masked_layers() -> None:
 def test_entropy_bits() -> None:
     assert ternary_entropy_bits(5, 5, 10) == pytest.approx(20 * 1.5)
     assert ternary_entropy_bits(0, 0, 7) == 0.0
-    assert ternary_entropy_bits(1, 0, 3) == pytest.approx(4 * -(0.25 * math.log2(0.25)
-                                                              + 0.75 * math.log2(0.75)))
+    assert ternary_entropy_bits(1, 0, 3) == pytest.approx(
+        4 * -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))
+    )
 
 
 def test_summary_table_lists_layers_and_totals() -> None:

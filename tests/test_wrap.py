@@ -57,7 +57,12 @@ def test_supermask_sequential_swaps_dense_and_conv() -> None:
     masked = keras_ssm.supermask(sequential())
     kinds = [type(layer).__name__ for layer in masked.layers]
     assert kinds == [
-        "MaskedConv2D", "MaxPooling2D", "Flatten", "MaskedDense", "Dropout", "MaskedDense"
+        "MaskedConv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "MaskedDense",
+        "Dropout",
+        "MaskedDense",
     ]
     assert {v.name for v in masked.trainable_variables} == {"scores"}
     assert masked.layers[0].mask.name == "signed"
@@ -102,8 +107,12 @@ def test_layer_filter_by_name_and_by_function() -> None:
 
 def test_unsupported_layers_are_named() -> None:
     model = keras.Sequential(
-        [keras.Input((5,), dtype="int32"), keras.layers.Embedding(20, 4, name="emb"),
-         keras.layers.Flatten(), keras.layers.Dense(2)]
+        [
+            keras.Input((5,), dtype="int32"),
+            keras.layers.Embedding(20, 4, name="emb"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
     )
     with pytest.raises(
         keras_ssm.UnsupportedLayerError, match=r"emb \(Embedding\).*Dense, Conv1D, Conv2D, Conv3D"
@@ -158,12 +167,14 @@ def test_folded_model_loads_without_keras_ssm(tmp_path: Path) -> None:
         sys.modules["keras_ssm"] = None  # any import of keras_ssm now fails
         import numpy as np, keras
         model = keras.saving.load_model(r"{path}")
-        y = model.predict(np.load(r"{tmp_path / 'x.npy'}"), verbose=0)
-        assert np.array_equal(y, np.load(r"{tmp_path / 'y.npy'}")), "outputs differ"
+        y = model.predict(np.load(r"{tmp_path / "x.npy"}"), verbose=0)
+        assert np.array_equal(y, np.load(r"{tmp_path / "y.npy"}")), "outputs differ"
         print("OK")
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert out.stdout.strip().endswith("OK"), out.stderr[-2000:]
 
 
