@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-__all__ = ["ExportVerificationError", "random_inputs", "keras_outputs", "max_rel_error",
-           "single_input_spec"]
+__all__ = ["ExportResult", "ExportVerificationError", "random_inputs", "keras_outputs",
+           "max_rel_error", "single_input_spec"]
 
 
 class ExportVerificationError(RuntimeError):
@@ -63,3 +63,26 @@ def max_rel_error(got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> floa
         err = float(np.max(np.abs(g - w))) if w.size else 0.0
         worst = max(worst, err / scale if scale > 0 else err)
     return worst
+
+
+class ExportResult:
+    """What an export wrote and how closely it matched Keras.
+
+    Attributes:
+        path: the file written.
+        nbytes: its size.
+        max_rel_error: ``max|exported - keras| / max|keras|`` on random inputs (``None`` when
+            verification was skipped).
+        details: format-specific extras (e.g. the quantized weights).
+    """
+
+    def __init__(self, path: str, nbytes: int, max_rel_error: float | None,
+                 details: dict | None = None) -> None:
+        self.path = path
+        self.nbytes = nbytes
+        self.max_rel_error = max_rel_error
+        self.details = details or {}
+
+    def __repr__(self) -> str:
+        return (f"ExportResult(path={self.path!r}, nbytes={self.nbytes}, "
+                f"max_rel_error={self.max_rel_error!r})")

@@ -1,0 +1,385 @@
+"""The ``ssm`` command line: ``ssm train``, ``ssm eval``, ``ssm summary``.
+
+    ssm train --model fcn --dataset mnist --out runs/fcn        # the paper's FCN, tuned recipe
+    ssm train --model conv6 --recipe paper --epochs 100 --out runs/conv6
+    ssm eval runs/fcn
+    ssm summary runs/fcn
+
+Every file a command writes is complete or absent (written to a temporary file, then renamed).
+Errors a user can fix exit with status 2 and one line that names the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+MASK_CHOICES = ("signed", "binary", "topk", "none")
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; reported as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- helpers
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_model(model: Any, path: Path) -> None:
+    """``model.save`` through a temporary ``.keras`` file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import numpy
+
+    import keras_ssm
+
+    versions = {
+        "keras_ssm": keras_ssm.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+    for name in ("tensorflow", "jax"):
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = module.__version__
+    return versions
+
+
+def _hardware() -> str:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devices = jax.devices()
+        return f"{len(devices)}x {devices[0].device_kind} ({devices[0].platform})"
+    return f"{os.cpu_count()} CPU cores ({platform.machine()})"
+
+
+def _number(
+    kind: type, name: str, low: float, high: float | None = None, *, low_inclusive: bool = False
+) -> Any:
+    """An argparse type that parses ``kind`` and checks its range, naming the bad value."""
+    span = f"{'[' if low_inclusive else '('}{low:g}, {'inf)' if high is None else f'{high:g})'}"
+
+    def check(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a{'n' if kind is int else ''} {kind.__name__}; got {text!r}"
+            ) from None
+        above = value >= low if low_inclusive else value > low
+        if not (above and (high is None or value < high)):
+            raise argparse.ArgumentTypeError(f"{name} must be in {span}; got {text!r}")
+        return value
+
+    return check
+
+
+# ----------------------------------------------------------------------------- train
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    existing = [name for name in ("model.keras", "metrics.json") if (out / name).exists()]
+    if existing and not force:
+        raise UsageError(
+            f"--out {out} already holds a run ({', '.join(existing)}); choose another folder "
+            "or pass --force to replace it"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe.", delete=True)
+        probe.close()
+    except OSError as err:
+        raise UsageError(f"--out {out} is not writable: {err.strerror or err}") from err
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    import keras
+
+    import keras_ssm
+    from keras_ssm import data, models, recipes
+
+    out = Path(args.out)
+    _prepare_out(out, args.force)
+    mask = None if args.mask == "none" else args.mask
+    dataset = args.dataset or models.default_dataset(args.model)
+    recipe = recipes.get(args.model, mask=mask, variant=args.recipe)
+    overrides = {
+        key: value
+        for key, value in (
+            ("epochs", args.epochs),
+            ("lr", args.lr),
+            ("wd", args.weight_decay),
+            ("threshold", args.threshold),
+            ("batch_size", args.batch_size),
+        )
+        if value is not None
+    }
+    recipe = dataclasses.replace(recipe, **overrides)
+    if args.augment:
+        recipe = dataclasses.replace(recipe, augment=True)
+
+    keras.utils.set_random_seed(args.seed)
+    if args.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    info = data.info(dataset)
+    train = data.load(
+        dataset,
+        "train",
+        batch_size=recipe.batch_size,
+        augment=recipe.augment,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        limit=args.limit,
+    )
+    test = data.load(dataset, "test", batch_size=512, data_dir=args.data_dir, limit=args.limit)
+    model = models.get(
+        args.model,
+        **recipes.model_kwargs(
+            recipe, mask=mask, num_classes=info["num_classes"], input_shape=info["input_shape"]
+        ),
+    )
+    steps = len(train)
+    model.compile(
+        recipes.make_optimizer(recipe, steps),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=args.jit,
+    )
+    callbacks = recipes.make_callbacks(recipe)
+    if mask is not None:
+        callbacks.insert(0, keras_ssm.MaskStatsCallback())
+    start = time.perf_counter()
+    history = model.fit(
+        train,
+        epochs=recipe.epochs,
+        validation_data=test,
+        shuffle=False,
+        callbacks=callbacks,
+        verbose=args.verbose,
+    )
+    wall = time.perf_counter() - start
+    test_loss, test_accuracy = model.evaluate(test, verbose=0)
+
+    metrics: dict[str, Any] = {
+        "model": args.model,
+        "dataset": dataset,
+        "mask": mask or "none",
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "epochs": len(history.history.get("loss", [])),
+        "seed": args.seed,
+        "wall_time_s": round(wall, 2),
+        "images_per_s": round(len(history.history.get("loss", [])) * _count(train) / wall, 1),
+        "backend": keras.backend.backend(),
+        "hardware": _hardware(),
+        "versions": _versions(),
+        "recipe": dataclasses.asdict(recipe),
+        "config": {k: v for k, v in vars(args).items() if k != "func"},
+        "params": int(model.count_params()),
+    }
+    if mask is not None:
+        stats = keras_ssm.mask_stats(model)
+        metrics.update(
+            remaining=stats["remaining"], flipped=stats["flipped"], layers=stats["layers"]
+        )
+    _write_history(out / "history.csv", history.history)
+    atomic_save_model(model, out / "model.keras")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+    line = f"test accuracy {test_accuracy:.4f}"
+    if mask is not None:
+        line += f", remaining {metrics['remaining']:.4%}"
+    print(f"{line}; {wall:.0f} s; wrote {out}/model.keras, metrics.json, history.csv")
+    return metrics
+
+
+def _count(dataset: Any) -> int:
+    return int(sum(int(batch[1].shape[0]) for batch in dataset.take(len(dataset))))
+
+
+def _write_history(path: Path, history: dict[str, list[float]]) -> None:
+    keys = list(history)
+    rows = zip(*(history[k] for k in keys), strict=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["epoch", *keys])
+            for epoch, row in enumerate(rows):
+                writer.writerow([epoch, *row])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- eval / summary
+def _load_run(run: str) -> tuple[Path, Any, dict[str, Any]]:
+    import keras
+
+    import keras_ssm  # noqa: F401  (registers the masked layers)
+
+    path = Path(run)
+    model_path = path / "model.keras" if path.is_dir() else path
+    if not model_path.is_file():
+        raise UsageError(
+            f"no model at {model_path}: expected a run folder from `ssm train` or a .keras file"
+        )
+    metrics_path = model_path.parent / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    try:
+        model = keras.saving.load_model(model_path, safe_mode=True)
+    except Exception as err:  # a truncated or foreign file: say which, not a deep trace
+        raise UsageError(f"cannot load {model_path}: {type(err).__name__}: {err}") from err
+    return model_path.parent, model, metrics
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    import keras_ssm
+    from keras_ssm import data
+
+    _, model, metrics = _load_run(args.run)
+    dataset = args.dataset or metrics.get("dataset")
+    if dataset is None:
+        raise UsageError("the run has no metrics.json naming its dataset; pass --dataset")
+    test = data.load(dataset, "test", batch_size=512, data_dir=args.data_dir, limit=args.limit)
+    loss, accuracy = model.evaluate(test, verbose=args.verbose)
+    result = {"dataset": dataset, "test_accuracy": float(accuracy), "test_loss": float(loss)}
+    try:
+        result["remaining"] = keras_ssm.mask_stats(model)["remaining"]
+    except ValueError:
+        pass
+    print(json.dumps(result))
+    return result
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    import keras_ssm
+
+    _, model, _ = _load_run(args.run)
+    keras_ssm.summary(model)
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from keras_ssm import recipes
+
+    parser = argparse.ArgumentParser(prog="ssm", description="Signed supermasks for Keras 3.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model of the zoo and write a run folder")
+    train.add_argument("--model", required=True, choices=recipes.MODELS)
+    train.add_argument(
+        "--dataset",
+        choices=("mnist", "fashion_mnist", "cifar10", "cifar100"),
+        help="default: the model's dataset in the paper",
+    )
+    train.add_argument(
+        "--mask",
+        choices=MASK_CHOICES,
+        default="signed",
+        help="'none' trains the dense baseline (default: signed)",
+    )
+    train.add_argument(
+        "--recipe",
+        choices=recipes.VARIANTS,
+        default="default",
+        help="'paper' = the paper's literal hyperparameters",
+    )
+    train.add_argument("--epochs", type=_number(int, "epochs", 0))
+    train.add_argument("--seed", type=int, default=7531)
+    train.add_argument("--lr", type=_number(float, "learning rate", 0))
+    train.add_argument(
+        "--weight-decay",
+        type=_number(float, "weight decay", 0, low_inclusive=True),
+        help="decoupled (SGDW) decay",
+    )
+    train.add_argument(
+        "--threshold",
+        type=_number(float, "threshold", 0, 1),
+        help="signed mask threshold in (0, 1)",
+    )
+    train.add_argument("--batch-size", type=_number(int, "batch size", 0))
+    train.add_argument("--augment", action="store_true", help="pad-4 random crop + flip")
+    train.add_argument("--data-dir", help="folder with the dataset files (or KERAS_SSM_DATA_DIR)")
+    train.add_argument(
+        "--limit",
+        type=_number(int, "limit", 0),
+        help="use only the first N training and test examples (quick runs)",
+    )
+    train.add_argument("--jit", action="store_true", help="compile the train step with XLA")
+    train.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="TensorFlow deterministic ops (slower; bit-repeatable on CPU)",
+    )
+    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="re-evaluate a run folder on its test set")
+    evaluate.add_argument("run")
+    evaluate.add_argument("--dataset")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--limit", type=_number(int, "limit", 0))
+    evaluate.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    evaluate.set_defaults(func=cmd_eval)
+
+    summary = sub.add_parser("summary", help="print keras_ssm.summary of a run or .keras file")
+    summary.add_argument("run")
+    summary.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except UsageError as err:
+        print(f"ssm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"ssm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Export a (folded) Keras 3 model to ONNX through tf2onnx, verified before it is kept.
+
+Example:
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> res = to_onnx(m, "/tmp/doc_example.onnx", overwrite=True)   # doctest: +SKIP
+    >>> res.max_rel_error < 1e-5                                    # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+from keras_ssm.export._atomic import atomic_path
+from keras_ssm.export._verify import (
+    ExportResult,
+    ExportVerificationError,
+    keras_outputs,
+    max_rel_error,
+    random_inputs,
+    single_input_spec,
+)
+
+__all__ = ["to_onnx", "onnx_bytes", "ort_session"]
+
+
+def _rename_outputs(proto, output_name: str) -> None:
+    outs = list(proto.graph.output)
+    names = [output_name] if len(outs) == 1 else [f"{output_name}_{i}" for i in range(len(outs))]
+    mapping = {o.name: n for o, n in zip(outs, names, strict=True)}
+    for node in proto.graph.node:
+        for i, name in enumerate(node.output):
+            if name in mapping:
+                node.output[i] = mapping[name]
+        for i, name in enumerate(node.input):
+            if name in mapping:
+                node.input[i] = mapping[name]
+    for o in proto.graph.output:
+        o.name = mapping[o.name]
+
+
+def onnx_bytes(model: keras.Model, opset: int = 17, input_name: str = "input",
+               output_name: str = "output", int8: bool = False):
+    """Convert ``model`` to an ``onnx.ModelProto`` (no file written, no verification).
+
+    The input is named ``input_name`` with a dynamic batch dimension; outputs are named
+    ``output_name`` (or ``output_name_i`` for several). With ``int8=True`` ternary kernels are
+    stored as exact int8 (see :func:`keras_ssm.export.int8.quantize_onnx_ternary`).
+
+    Returns:
+        ``(model_proto, quantized)`` where ``quantized`` lists the int8 weights.
+
+    Raises:
+        RuntimeError: under a Keras backend other than TensorFlow.
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "ONNX export converts through tf2onnx and needs the TensorFlow backend "
+            f"(the current Keras backend is {keras.backend.backend()!r}): save the model "
+            "(.keras or .ssm) and export it from a process with KERAS_BACKEND=tensorflow")
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    shape, dtype = single_input_spec(model)
+    spec = tf.TensorSpec((None,) + tuple(shape[1:]), tf.as_dtype(dtype), name=input_name)
+
+    @tf.function(input_signature=[spec])
+    def serve(x):
+        return model(x, training=False)
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
+    _rename_outputs(proto, output_name)
+    quantized = []
+    if int8:
+        from keras_ssm.export.int8 import quantize_onnx_ternary
+
+        proto, quantized = quantize_onnx_ternary(proto)
+    onnx.checker.check_model(proto)
+    return proto, quantized
+
+
+def ort_session(model: str | bytes, exact: bool = True):
+    """An onnxruntime CPU ``InferenceSession`` for a file path or serialized model.
+
+    With ``exact`` (the default) onnxruntime is told not to fuse weight-only
+    ``DequantizeLinear -> MatMul`` pairs into its quantized kernels (``MatMulNBits``), which
+    would also quantize the activations: the int8 model then computes exactly what the
+    float model computes. Pass ``exact=False`` to let onnxruntime trade exactness for speed.
+
+    Example:
+        >>> sess = ort_session("model.onnx")                     # doctest: +SKIP
+        >>> y, = sess.run(None, {"input": x})                    # doctest: +SKIP
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if exact:
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def _run_onnx(path: str, input_name: str, x: np.ndarray) -> list[np.ndarray]:
+    sess = ort_session(path, exact=True)
+    return [np.asarray(y) for y in sess.run(None, {input_name: x})]
+
+
+def to_onnx(model: keras.Model, path: str | os.PathLike[str], opset: int = 17,
+            input_name: str = "input", check: bool = True, int8: bool = False,
+            output_name: str = "output", rtol: float = 1e-5,
+            overwrite: bool = False) -> ExportResult:
+    """Export ``model`` to an ONNX file, verified against Keras before it is kept.
+
+    The graph is converted with tf2onnx from a ``tf.function`` whose named ``tf.TensorSpec``
+    has batch dimension ``None``; ``onnx.checker.check_model`` must pass. With ``check`` the
+    file is written to a temporary name in the same directory, run with onnxruntime on random
+    inputs (batch 3 and batch 1) and compared with the Keras model; only if the maximum
+    relative error is at most ``rtol`` is it renamed to ``path``. On any failure nothing is
+    left on disk.
+
+    Args:
+        model: a built Keras 3 model with a single input (e.g. ``keras_ssm.fold(m)``).
+        path: destination ``.onnx`` file.
+        opset: ONNX opset (13-18 are known to work).
+        input_name: name of the graph input.
+        check: verify with onnxruntime before keeping the file.
+        int8: store ternary kernels as exact int8 + ``DequantizeLinear``. Run the result with
+            :func:`ort_session` (``exact=True``) to compute exactly like the float model;
+            onnxruntime's default session fuses these into ``MatMulNBits`` kernels that also
+            quantize activations (faster, ~1e-2 relative error).
+        output_name: name of the graph output.
+        rtol: tolerance for ``max|onnx - keras| / max|keras|``.
+        overwrite: replace an existing file.
+
+    Returns:
+        An :class:`ExportResult`; ``details["quantized"]`` lists int8 weights.
+
+    Raises:
+        ExportVerificationError: the ONNX model's outputs differ from Keras.
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> to_onnx(m, "/tmp/m.onnx", overwrite=True).max_rel_error < 1e-5  # doctest: +SKIP
+        True
+    """
+    final = os.fspath(path)
+    if not overwrite and os.path.lexists(final):
+        raise FileExistsError(f"{final!r} already exists (pass overwrite=True to replace it)")
+    proto, quantized = onnx_bytes(model, opset=opset, input_name=input_name,
+                                  output_name=output_name, int8=int8)
+    data = proto.SerializeToString()
+    err = None
+    with atomic_path(final, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        if check:
+            for batch, seed in ((3, 0), (1, 1)):
+                x = random_inputs(model, batch=batch, seed=seed)
+                got = _run_onnx(tmp, input_name, x)
+                e = max_rel_error(got, keras_outputs(model, x))
+                err = e if err is None else max(err, e)
+                if not e <= rtol:
+                    raise ExportVerificationError(
+                        f"ONNX export of {model.name!r} differs from Keras: max relative error "
+                        f"{e:.3g} > {rtol:g} (batch {batch}); nothing was written to {final!r}")
+    return ExportResult(final, len(data), err, {"quantized": quantized, "opset": opset})

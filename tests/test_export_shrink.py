@@ -1,0 +1,234 @@
+"""shrink(): dead units/filters are removed and outputs stay identical."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ssm.export.shrink import shrink
+
+L = keras.layers
+
+
+def ternarize(model: keras.Model, density: float = 0.1, seed: int = 0,
+              dead_in: int = 0, dead_out: int = 0) -> None:
+    """Set every kernel to c*T (T ternary, mostly 0); kill some units' inputs/outputs."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if not hasattr(layer, "kernel"):
+            continue
+        k = np.array(layer.kernel)
+        fan_in = int(np.prod(k.shape[:-1]))
+        c = np.float32(np.sqrt(3.0 / fan_in))
+        t = rng.choice([-1.0, 0.0, 1.0], size=k.shape, p=[density / 2, 1 - density, density / 2])
+        k = (c * t).astype(np.float32)
+        if layer is not model.layers[-1]:
+            k[..., :dead_in] = 0.0  # first units: no incoming weights
+        if dead_out:
+            k[..., -dead_out:, :] = 0.0  # last input channels: no outgoing weights here
+        layer.kernel.assign(k)
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.5, size=layer.bias.shape).astype(np.float32))
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.3, n).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, n).astype(np.float32))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
+            layer.beta.assign(rng.normal(0, 0.3, n).astype(np.float32))
+
+
+def rel_err(a: keras.Model, b: keras.Model, shape: tuple[int, ...], seed: int = 1) -> float:
+    x = np.random.default_rng(seed).standard_normal((8,) + shape).astype(np.float32)
+    ya, yb = np.asarray(a(x)), np.asarray(b(x))
+    assert ya.shape == yb.shape
+    return float(np.max(np.abs(ya - yb)) / np.max(np.abs(ya)))
+
+
+def test_mlp_dead_in_and_out_units_are_removed():
+    m = keras.Sequential([keras.Input((20,)), L.Dense(32, activation="elu"),
+                          L.Dense(16, activation="relu"), L.Dense(5, activation="softmax")])
+    ternarize(m, density=0.3, dead_in=3, dead_out=4)
+    small, report = shrink(m)
+    assert rel_err(m, small, (20,)) <= 1e-6
+    assert small.layers[-1].units == 5  # output units never removed
+    assert small.layers[0].units < 32 and small.layers[1].units < 16
+    assert report.params_after < report.params_before
+    names = {e.name: e for e in report.layers}
+    assert names[m.layers[0].name].units_before == 32
+    assert "->" in str(report)
+
+
+def test_dead_unit_with_nonzero_bias_is_folded_into_a_new_bias():
+    m = keras.Sequential([keras.Input((6,)), L.Dense(4, activation="elu"),
+                          L.Dense(3, use_bias=False)])
+    ternarize(m, density=0.6, seed=3)
+    k0, b0 = m.layers[0].get_weights()
+    k0[:, 2] = 0.0
+    b0[2] = 0.7
+    m.layers[0].set_weights([k0, b0])
+    k1 = m.layers[1].get_weights()[0]
+    k1[2] = [0.5, -0.25, 1.0]
+    m.layers[1].set_weights([k1])
+    small, report = shrink(m)
+    assert small.layers[0].units <= 3
+    assert small.layers[1].use_bias
+    entry = {e.name: e for e in report.layers}[m.layers[1].name]
+    assert entry.bias_added and entry.bias_folded
+    assert rel_err(m, small, (6,)) <= 1e-6
+
+
+def test_conv_flatten_dense_channel_order():
+    m = keras.Sequential([
+        keras.Input((6, 5, 3)),
+        L.Conv2D(8, 3, padding="same", activation="elu"),
+        L.BatchNormalization(),
+        L.MaxPooling2D(),
+        L.Conv2D(6, 2, activation="relu"),
+        L.Flatten(),
+        L.Dense(7, activation="elu"),
+        L.Dense(3),
+    ])
+    ternarize(m, density=0.4, seed=5, dead_in=2, dead_out=1)
+    small, report = shrink(m)
+    assert rel_err(m, small, (6, 5, 3)) <= 1e-6
+    assert small.layers[0].filters < 8  # conv filters removed through BN + pooling
+    assert small.layers[3].filters < 6  # conv filters removed through Flatten
+    assert small.layers[-1].units == 3
+
+
+def test_flatten_with_explicit_dead_channel_and_constant():
+    m = keras.Sequential([keras.Input((4, 4, 2)), L.Conv2D(5, 3, activation="sigmoid"),
+                          L.Flatten(), L.Dense(4)])
+    ternarize(m, density=0.5, seed=7)
+    k, b = m.layers[0].get_weights()
+    k[..., 1] = 0.0  # filter 1: constant sigmoid(b[1]) at every position -> folded
+    b[1] = 0.3
+    m.layers[0].set_weights([k, b])
+    kd, bd = m.layers[2].get_weights()
+    kd.reshape(2, 2, 5, 4)[:, :, 3, :] = 0.0  # filter 3: no outgoing weights (NHWC order)
+    m.layers[2].set_weights([kd, bd])
+    small, _ = shrink(m)
+    assert small.layers[0].filters == 3
+    assert rel_err(m, small, (4, 4, 2)) <= 1e-6
+
+
+def test_same_padding_constant_is_kept_but_zero_constant_removed():
+    m = keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(4, 3, padding="same"),
+                          L.Conv2D(3, 3, padding="same")])
+    ternarize(m, density=0.6, seed=2)
+    k, b = m.layers[0].get_weights()
+    k[..., 0] = 0.0
+    b[0] = 1.0  # constant 1 seen through zero padding: not a bias -> must stay
+    k[..., 1] = 0.0
+    b[1] = 0.0  # constant 0: removable
+    m.layers[0].set_weights([k, b])
+    small, _ = shrink(m)
+    assert small.layers[0].filters == 3
+    assert rel_err(m, small, (5, 5, 2)) <= 1e-6
+
+
+def test_functional_residual_keeps_add_channels():
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(6, 3, strides=2, padding="same", activation="relu")(inp)
+    y = L.Conv2D(5, 3, padding="same", activation="elu")(x)
+    y = L.BatchNormalization()(y)
+    y = L.Conv2D(6, 1, padding="same")(y)
+    x = L.Add()([x, y])
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dense(8, activation="elu")(x)
+    out = L.Dense(3, activation="softmax")(x)
+    m = keras.Model(inp, out)
+    ternarize(m, density=0.4, seed=11, dead_in=2)
+    small, _ = shrink(m)
+    assert rel_err(m, small, (8, 8, 3)) <= 1e-6
+    by_name = {layer.name: layer for layer in small.layers}
+    orig = {layer.name: layer for layer in m.layers}
+    convs = [n for n, la in orig.items() if isinstance(la, L.Conv2D)]
+    assert by_name[convs[0]].filters == 6 and by_name[convs[2]].filters == 6  # feed Add
+    assert by_name[convs[1]].filters < 5  # inner conv of the block shrinks
+
+
+def test_nothing_to_remove_returns_equal_model():
+    m = keras.Sequential([keras.Input((4,)), L.Dense(3), L.Dense(2)])
+    ternarize(m, density=1.0)
+    small, report = shrink(m)
+    assert report.layers == [] and report.params_after == report.params_before
+    assert rel_err(m, small, (4,)) == 0.0
+
+
+def test_all_dead_keeps_one_unit():
+    m = keras.Sequential([keras.Input((4,)), L.Dense(3, activation="relu"), L.Dense(2)])
+    m.layers[0].set_weights([np.zeros((4, 3), "float32"), np.ones(3, "float32")])
+    small, _ = shrink(m)
+    assert small.layers[0].units == 1
+    assert rel_err(m, small, (4,)) <= 1e-6
+
+
+def test_subclassed_model_rejected():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = L.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    m = Sub()
+    m(np.zeros((1, 3), "float32"))
+    with pytest.raises(TypeError):
+        shrink(m)
+
+
+def test_bias_added_by_folding_is_used_downstream():
+    """A layer that received a folded bias carries it into its own dead units' constants."""
+    m = keras.Sequential([keras.Input((10,)),
+                          L.Dense(8, activation="sigmoid", use_bias=False),
+                          L.Dense(6, activation="sigmoid", use_bias=False),
+                          L.Dense(4, activation="tanh", use_bias=False), L.Dense(2)])
+    ternarize(m, density=0.3, seed=4, dead_in=2)
+    small, _ = shrink(m)
+    assert small.layers[1].use_bias
+    assert rel_err(m, small, (10,)) <= 1e-6
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_cnn_variants(seed):
+    rng = np.random.default_rng(seed)
+    acts = ["elu", "relu", "sigmoid", "linear", "tanh"]
+
+    def act():
+        return acts[rng.integers(len(acts))]
+
+    def pad():
+        return ["same", "valid"][rng.integers(2)]
+
+    m = keras.Sequential([
+        keras.Input((7, 6, 3)),
+        L.Conv2D(8, 3, padding=pad(), activation=act(), use_bias=bool(rng.integers(2))),
+        L.BatchNormalization(), L.Activation(act()),
+        [L.MaxPooling2D(), L.AveragePooling2D(2, padding="same"), L.Dropout(0.1)][seed % 3],
+        L.Conv2D(6, int(rng.integers(1, 3)), activation=act(), padding=pad(),
+                 use_bias=bool(rng.integers(2))),
+        L.ELU(),
+        [L.Flatten(), L.GlobalAveragePooling2D(), L.GlobalMaxPooling2D()][(seed // 3) % 3],
+        L.BatchNormalization(),
+        L.Dense(9, activation=act(), use_bias=bool(rng.integers(2))), L.ReLU(),
+        L.Dense(3, activation="softmax", use_bias=bool(rng.integers(2)))])
+    ternarize(m, density=float(rng.uniform(0.1, 0.5)), seed=seed,
+              dead_in=int(rng.integers(4)), dead_out=int(rng.integers(3)))
+    small, report = shrink(m)
+    assert rel_err(m, small, (7, 6, 3)) <= 1e-6
+    assert small.layers[-1].units == 3
+    assert report.params_after <= report.params_before
+
+
+def test_conv1d_chain():
+    m = keras.Sequential([keras.Input((12, 4)), L.Conv1D(6, 3, activation="elu"),
+                          L.MaxPooling1D(), L.Conv1D(5, 1, activation="relu"),
+                          L.GlobalAveragePooling1D(), L.Dense(2)])
+    ternarize(m, density=0.3, seed=9, dead_in=2, dead_out=1)
+    small, _ = shrink(m)
+    assert small.layers[0].filters < 6
+    assert rel_err(m, small, (12, 4)) <= 1e-6
