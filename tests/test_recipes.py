@@ -1,0 +1,227 @@
+"""Training recipes: the paper's table, the SGDW mapping, the plateau callbacks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+from conftest import numpy
+
+from keras_ssm import models, recipes
+from keras_ssm.layers import MaskedDense
+
+pytestmark = pytest.mark.core
+
+CONV = ("conv4", "conv6", "conv8")
+RESNET20 = ("resnet20", "resnet20x2", "resnet20x3")
+
+# (model, masked): lr, wd, epochs, threshold
+PAPER_TABLE = {
+    ("fcn", True): (0.05, 5e-4, 100, 0.4),
+    ("conv2", True): (0.04, 5e-4, 100, 0.4),
+    **{(m, True): (0.05, 5e-4, 100, 0.4) for m in CONV},
+    **{(m, True): (0.3, 3e-4, 110, 0.75) for m in RESNET20},
+    ("resnet56", True): (0.15, 1e-4, 120, 0.8),
+    ("resnet110", True): (0.1, 1e-4, 120, 0.8),
+    ("fcn", False): (0.01, 5e-4, 50, None),
+    **{(m, False): (0.008, 7e-4, 50, None) for m in ("conv2", *CONV)},
+    **{(m, False): (0.3, 3e-4, 110, None) for m in RESNET20},
+    ("resnet56", False): (0.15, 1e-4, 120, None),
+    ("resnet110", False): (0.1, 1e-4, 120, None),
+}
+
+
+def test_every_model_has_both_recipes() -> None:
+    assert recipes.MODELS == models.MODELS
+    assert set(PAPER_TABLE) == set(recipes.PAPER)
+
+
+@pytest.mark.parametrize(("model", "masked"), list(PAPER_TABLE))
+def test_paper_values(model: str, masked: bool) -> None:
+    recipe = recipes.get(model, mask="signed" if masked else None, variant="paper")
+    assert (recipe.lr, recipe.wd, recipe.epochs, recipe.threshold) == PAPER_TABLE[model, masked]
+    assert (recipe.model, recipe.masked) == (model, masked)
+    assert (recipe.optimizer, recipe.momentum, recipe.nesterov) == ("sgd", 0.9, True)
+    assert recipe.batch_size == 128
+    assert recipe.dataset == models.default_dataset(model)
+    assert recipe.augment == (recipe.dataset == "cifar100")
+
+
+@pytest.mark.parametrize("model", ["fcn", "conv2", "conv8"])
+def test_fcn_conv_use_exponential_decay(model: str) -> None:
+    recipe = recipes.get(model)
+    assert recipe.schedule == "exponential"
+    assert (recipe.decay_rate, recipe.decay_epochs, recipe.staircase) == (0.9, 10, False)
+    assert recipe.batchnorm is None
+
+
+@pytest.mark.parametrize(
+    ("model", "factor", "reductions"),
+    [("resnet20", 0.2, 5), ("resnet20x3", 0.2, 5), ("resnet56", 0.1, 7), ("resnet110", 0.1, 7)],
+)
+@pytest.mark.parametrize("mask", ["signed", None])
+def test_resnets_use_the_plateau(model: str, factor: float, reductions: int, mask: str) -> None:
+    recipe = recipes.get(model, mask=mask, variant="paper")
+    assert recipe.schedule == "plateau"
+    assert (recipe.plateau_monitor, recipe.plateau_patience) == ("loss", 15)
+    assert (recipe.plateau_factor, recipe.max_reductions) == (factor, reductions)
+    assert recipe.batchnorm == ("frozen" if mask else "train")
+
+
+@pytest.mark.parametrize("mask", ["binary", "topk"])
+def test_any_mask_gets_the_masked_recipe(mask: str) -> None:
+    assert recipes.get("conv4", mask=mask) == recipes.get("conv4", mask="signed")
+
+
+def test_default_variant_is_paper_plus_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for model, masked in recipes.PAPER:
+        mask = "signed" if masked else None
+        expected = dataclasses.replace(
+            recipes.PAPER[model, masked], **recipes.DEFAULTS.get((model, masked), {})
+        )
+        assert recipes.get(model, mask=mask) == expected
+    monkeypatch.setitem(recipes.DEFAULTS, ("conv4", True), {"lr": 0.1, "epochs": 3})
+    tuned = recipes.get("conv4")
+    assert (tuned.lr, tuned.epochs) == (0.1, 3)
+    assert recipes.get("conv4", variant="paper").lr == 0.05
+
+
+def test_recipe_is_frozen_and_replaceable() -> None:
+    recipe = recipes.get("fcn")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.lr = 1.0  # type: ignore[misc]
+    assert dataclasses.replace(recipe, lr=0.2).lr == 0.2
+    with pytest.raises(ValueError, match="schedule"):
+        dataclasses.replace(recipe, schedule="cosine")
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("vgg16",), "allowed: fcn, conv2, .*resnet110"),
+        (("fcn", "signed", "tuned"), "allowed: default, paper"),
+    ],
+)
+def test_unknown_names(args: tuple[str, ...], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        recipes.get(*args)
+
+
+@pytest.mark.parametrize(
+    ("model", "mask", "expected"),
+    [
+        ("fcn", "signed", {"mask": "signed", "threshold": 0.4}),
+        ("fcn", "binary", {"mask": "binary"}),
+        ("conv2", None, {"mask": None}),
+        ("resnet56", "signed", {"mask": "signed", "threshold": 0.8, "batchnorm": "frozen"}),
+        ("resnet20", None, {"mask": None, "batchnorm": "train"}),
+    ],
+)
+def test_model_kwargs(model: str, mask: str | None, expected: dict[str, object]) -> None:
+    recipe = recipes.get(model, mask=mask, variant="paper")
+    assert recipes.model_kwargs(recipe, mask=mask) == expected
+    assert recipes.model_kwargs(recipe, mask=mask, num_classes=3)["num_classes"] == 3
+
+
+@pytest.mark.parametrize(("model", "mask"), [("fcn", "signed"), ("resnet20", "signed")])
+def test_model_kwargs_build_the_model(model: str, mask: str) -> None:
+    recipe = recipes.get(model, mask=mask)
+    built = models.get(model, **recipes.model_kwargs(recipe, mask=mask, input_shape=(8, 8, 3)))
+    assert built.name == model
+
+
+# ----------------------------------------------------------------------------- optimizer
+def test_exponential_optimizer() -> None:
+    recipe = recipes.get("conv4")
+    optimizer = recipes.make_optimizer(recipe, steps_per_epoch=390)
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert optimizer.nesterov and optimizer.momentum == 0.9
+    schedule = optimizer._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.ExponentialDecay)
+    config = schedule.get_config()
+    assert config["initial_learning_rate"] == 0.05
+    assert (config["decay_steps"], config["decay_rate"], config["staircase"]) == (3900, 0.9, False)
+    assert optimizer.weight_decay == pytest.approx(5e-4 / 0.05)
+
+
+def test_plateau_optimizer_uses_a_float_rate() -> None:
+    optimizer = recipes.make_optimizer(recipes.get("resnet20"), steps_per_epoch=10)
+    assert float(numpy(optimizer.learning_rate)) == pytest.approx(0.3)
+    assert optimizer.weight_decay == pytest.approx(3e-4 / 0.3)
+
+
+def test_zero_weight_decay_is_none() -> None:
+    recipe = dataclasses.replace(recipes.get("fcn"), wd=0.0)
+    assert recipes.make_optimizer(recipe, steps_per_epoch=5).weight_decay is None
+
+
+def decay_one_step(optimizer: keras.optimizers.Optimizer, variable: keras.Variable) -> float:
+    """Relative change of ``variable`` after one step with a zero gradient."""
+    before = numpy(variable).copy()
+    optimizer.apply_gradients([(keras.ops.zeros(variable.shape), variable)])
+    return float(np.mean(numpy(variable) / before))
+
+
+@pytest.mark.parametrize("step", [0, 1, 2345])
+def test_sgdw_mapping_shrinks_by_wd_times_decay(step: int) -> None:
+    """One step on a zero gradient multiplies the scores by exactly 1 - wd * decay(t)."""
+    steps_per_epoch = 100
+    recipe = recipes.get("conv4")  # lr 0.05, wd 5e-4
+    layer = MaskedDense(4)
+    layer.build((None, 6))
+    optimizer = recipes.make_optimizer(recipe, steps_per_epoch)
+    optimizer.build([layer.scores])
+    optimizer.iterations.assign(step)
+    decay = 0.9 ** (step / (10 * steps_per_epoch))
+    factor = decay_one_step(optimizer, layer.scores)
+    assert factor == pytest.approx(1 - 5e-4 * decay, abs=1e-7)
+
+
+def test_weight_decay_follows_a_plateau_cut() -> None:
+    recipe = recipes.get("resnet20")  # lr 0.3, wd 3e-4
+    variable = keras.Variable(np.full((5,), 2.0, "float32"), name="scores")
+    optimizer = recipes.make_optimizer(recipe, steps_per_epoch=10)
+    optimizer.build([variable])
+    assert decay_one_step(optimizer, variable) == pytest.approx(1 - 3e-4, abs=1e-7)
+    optimizer.learning_rate = 0.3 * 0.2  # what ReduceLROnPlateau does
+    assert decay_one_step(optimizer, variable) == pytest.approx(1 - 3e-4 * 0.2, abs=1e-7)
+
+
+# ----------------------------------------------------------------------------- callbacks
+def test_exponential_recipes_need_no_callbacks() -> None:
+    assert recipes.make_callbacks(recipes.get("conv6")) == []
+
+
+def test_plateau_callbacks() -> None:
+    plateau, stop = recipes.make_callbacks(recipes.get("resnet56"))
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
+    assert (plateau.monitor, plateau.factor, plateau.patience) == ("loss", 0.1, 15)
+    assert isinstance(stop, recipes.StopAfterReductions) and stop.max_reductions == 7
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0])
+def test_stop_after_reductions_validates(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_reductions"):
+        recipes.StopAfterReductions(bad)  # type: ignore[arg-type]
+
+
+def test_stop_after_reductions_on_a_toy_fit() -> None:
+    """A learning rate too small to move the loss: a plateau every epoch after the first."""
+    recipe = dataclasses.replace(
+        recipes.get("resnet20"), lr=1e-9, wd=0.0, plateau_patience=1, max_reductions=3
+    )
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(
+        recipes.make_optimizer(recipe, steps_per_epoch=1), "sparse_categorical_crossentropy"
+    )
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = np.arange(16) % 2
+    callbacks = recipes.make_callbacks(recipe)
+    history = model.fit(x, y, batch_size=16, epochs=20, callbacks=callbacks, verbose=0)
+    stop = callbacks[-1]
+    assert stop.reductions == 3 and stop.stopped_epoch == 3
+    assert len(history.history["loss"]) == 4  # cuts at the ends of epochs 1, 2 and 3
+    final_lr = float(numpy(model.optimizer.learning_rate))
+    assert final_lr == pytest.approx(1e-9 * 0.2**3, rel=1e-5)
