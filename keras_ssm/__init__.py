@@ -16,7 +16,11 @@ True
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# TensorFlow's C++ start-up chatter (INFO/WARNING) is off unless the user chose a level.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_ssm import initializers, layers, masks
 from keras_ssm.layers import MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDense

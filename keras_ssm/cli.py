@@ -145,6 +145,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             ("wd", args.weight_decay),
             ("threshold", args.threshold),
             ("batch_size", args.batch_size),
+            ("weight_scale", args.weight_scale),
         )
         if value is not None
     }
@@ -335,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="signed mask threshold in (0, 1)",
     )
     train.add_argument("--batch-size", type=_number(int, "batch size", 0))
+    train.add_argument(
+        "--weight-scale",
+        type=_number(float, "weight scale", 0),
+        help="ELUS variance scale of the frozen weights (1: sqrt(3/fan_in), 2: sqrt(6/fan_in))",
+    )
     train.add_argument("--augment", action="store_true", help="pad-4 random crop + flip")
     train.add_argument("--data-dir", help="folder with the dataset files (or KERAS_SSM_DATA_DIR)")
     train.add_argument(

@@ -30,7 +30,7 @@ from typing import Any
 
 import keras
 
-from keras_ssm import masks
+from keras_ssm import initializers, masks
 from keras_ssm.models import MODELS, default_dataset
 
 __all__ = [
@@ -67,6 +67,8 @@ class Recipe:
         threshold: the signed mask's threshold fraction (``None`` for dense runs).
         batchnorm: the ResNets' ``batchnorm`` argument (``None`` for models without BN).
         augment: pad-4 random crop and horizontal flip (the paper's CIFAR-100 runs).
+        weight_scale: the ELUS constant's variance scale for masked runs (1.0: ``c =
+            sqrt(3 / fan_in)``, the reference configs'; 2.0: ``sqrt(6 / fan_in)``).
     """
 
     model: str
@@ -90,6 +92,7 @@ class Recipe:
     max_reductions: int | None = None
     batchnorm: str | None = None
     augment: bool = False
+    weight_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -100,7 +103,7 @@ class Recipe:
             )
         if self.optimizer != "sgd":
             raise ValueError(f"Only optimizer='sgd' is supported; got {self.optimizer!r}.")
-        for name in ("lr", "epochs", "batch_size", "decay_epochs"):
+        for name in ("lr", "epochs", "batch_size", "decay_epochs", "weight_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be positive; got {getattr(self, name)!r}.")
         if self.wd < 0:
@@ -153,9 +156,14 @@ PAPER: dict[tuple[str, bool], Recipe] = {
 }
 """The reference's recipes, keyed by ``(model, masked)``."""
 
-DEFAULTS: dict[tuple[str, bool], dict[str, Any]] = {}
-"""Overrides of :data:`PAPER` for the ``"default"`` variant, keyed by ``(model, masked)``,
-e.g. ``DEFAULTS[("conv4", True)] = {"lr": 0.1}``.  Empty: the defaults are the paper's."""
+DEFAULTS: dict[tuple[str, bool], dict[str, Any]] = {
+    # The reference freezes the masked ResNets' BatchNorm (unit statistics, effectively identity);
+    # by default ours train their statistics and affine parameters (``batchnorm="train"``).
+    **{(m, True): {"batchnorm": "train"} for m in MODELS if m.startswith("resnet")},
+}
+"""Overrides of :data:`PAPER` for the ``"default"`` variant, keyed by ``(model, masked)``.
+The ``"paper"`` variant is the reference's values unchanged; see examples/paper/RESULTS.md for
+the sweeps behind each override."""
 
 
 def get(model: str, mask: Any = "signed", variant: str = "default") -> Recipe:
@@ -194,6 +202,8 @@ def model_kwargs(recipe: Recipe, mask: Any = "signed", **extra: Any) -> dict[str
         kwargs["threshold"] = recipe.threshold
     if recipe.batchnorm is not None:
         kwargs["batchnorm"] = recipe.batchnorm
+    if mask is not None and recipe.weight_scale != 1.0:
+        kwargs["weight_initializer"] = initializers.ELUS(scale=recipe.weight_scale)
     return {**kwargs, **extra}
 
 
