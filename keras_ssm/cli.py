@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import keras
+
 MASK_CHOICES = ("signed", "binary", "topk", "none")
 
 
@@ -109,6 +111,58 @@ def _number(
 
 
 # ----------------------------------------------------------------------------- train
+class HistoryLog(keras.callbacks.Callback):
+    """Keeps every epoch's logs (also across a resume) in a JSON file, rewritten atomically."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.history: dict[str, list[float]] = {}
+        self.resumed_epochs = 0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        done = int(getattr(self.model, "_initial_epoch", None) or 0)  # set by BackupAndRestore
+        if done and self.path.is_file():
+            self.history = {k: v[:done] for k, v in json.loads(self.path.read_text()).items()}
+            self.resumed_epochs = done
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        if self.path.parent.is_dir():
+            atomic_write_text(self.path, json.dumps(self.history))
+
+
+def _finished_epochs(backup: Path) -> int:
+    """Epochs an interrupted run completed, from ``BackupAndRestore``'s metadata (0 if none)."""
+    path = backup / "training_metadata.json"
+    if not path.is_file():
+        return 0
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"the backup in {backup} is damaged ({path}: {err}); delete it") from err
+
+
+def _strategy_scope(name: str) -> Any:
+    """The ``tf.distribute`` scope for ``--strategy`` (a no-op scope for ``none``)."""
+    import contextlib
+
+    if name == "none":
+        return contextlib.nullcontext()
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise UsageError(f"--strategy {name} needs the TensorFlow backend (KERAS_BACKEND)")
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy().scope()
+    if "TF_CONFIG" not in os.environ:
+        raise UsageError("--strategy multiworker reads the cluster from TF_CONFIG, which is unset")
+    return tf.distribute.MultiWorkerMirroredStrategy().scope()
+
+
 def _prepare_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
@@ -159,35 +213,47 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
         tf.config.experimental.enable_op_determinism()
     info = data.info(dataset)
-    train = data.load(
+    backup = out / "backup"
+    if backup.exists() and not args.resume:
+        raise UsageError(f"--out {out} holds an interrupted run ({backup}); pass --resume")
+    # Epoch e's batches depend on (seed, e) alone, so a resumed run continues the same stream.
+    train, steps = data.load_epochs(
         dataset,
         "train",
+        seed=args.seed,
+        first_epoch=_finished_epochs(backup) if args.resume else 0,
         batch_size=recipe.batch_size,
         augment=recipe.augment,
         data_dir=args.data_dir,
-        seed=args.seed,
         limit=args.limit,
     )
     test = data.load(dataset, "test", batch_size=512, data_dir=args.data_dir, limit=args.limit)
-    model = models.get(
-        args.model,
-        **recipes.model_kwargs(
-            recipe, mask=mask, num_classes=info["num_classes"], input_shape=info["input_shape"]
-        ),
-    )
-    steps = len(train)
-    model.compile(
-        recipes.make_optimizer(recipe, steps),
-        "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=args.jit,
-    )
+    with _strategy_scope(args.strategy):
+        model = models.get(
+            args.model,
+            **recipes.model_kwargs(
+                recipe, mask=mask, num_classes=info["num_classes"], input_shape=info["input_shape"]
+            ),
+        )
+        model.compile(
+            recipes.make_optimizer(recipe, steps),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=args.jit,
+        )
     callbacks = recipes.make_callbacks(recipe)
     if mask is not None:
         callbacks.insert(0, keras_ssm.MaskStatsCallback())
+    history_log = HistoryLog(backup / "history.json")
+    if args.resume:  # restores weights, optimizer state and the epoch counter
+        backup_cb = keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)
+        callbacks = [backup_cb, history_log, *callbacks]
+    else:
+        callbacks = [*callbacks, history_log]
     start = time.perf_counter()
-    history = model.fit(
+    model.fit(
         train,
+        steps_per_epoch=steps,
         epochs=recipe.epochs,
         validation_data=test,
         shuffle=False,
@@ -196,6 +262,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     )
     wall = time.perf_counter() - start
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
+    history = history_log.history
+    epochs_run = len(history.get("loss", []))
+    train_size = min(info["train_size"], args.limit or info["train_size"])
 
     metrics: dict[str, Any] = {
         "model": args.model,
@@ -203,10 +272,11 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "mask": mask or "none",
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
-        "epochs": len(history.history.get("loss", [])),
+        "epochs": epochs_run,
         "seed": args.seed,
         "wall_time_s": round(wall, 2),
-        "images_per_s": round(len(history.history.get("loss", [])) * _count(train) / wall, 1),
+        "images_per_s": round(epochs_run * train_size / wall, 1),
+        "resumed": bool(args.resume and history_log.resumed_epochs),
         "backend": keras.backend.backend(),
         "hardware": _hardware(),
         "versions": _versions(),
@@ -219,7 +289,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         metrics.update(
             remaining=stats["remaining"], flipped=stats["flipped"], layers=stats["layers"]
         )
-    _write_history(out / "history.csv", history.history)
+    _write_history(out / "history.csv", history)
     atomic_save_model(model, out / "model.keras")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
     line = f"test accuracy {test_accuracy:.4f}"
@@ -227,10 +297,6 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         line += f", remaining {metrics['remaining']:.4%}"
     print(f"{line}; {wall:.0f} s; wrote {out}/model.keras, metrics.json, history.csv")
     return metrics
-
-
-def _count(dataset: Any) -> int:
-    return int(sum(int(batch[1].shape[0]) for batch in dataset.take(len(dataset))))
 
 
 def _write_history(path: Path, history: dict[str, list[float]]) -> None:
@@ -357,6 +423,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="back up every epoch to OUT/backup and continue an interrupted run from there",
+    )
+    train.add_argument(
+        "--strategy",
+        choices=("none", "mirrored", "multiworker"),
+        default="none",
+        help="tf.distribute strategy: local devices, or the workers named in TF_CONFIG",
+    )
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="re-evaluate a run folder on its test set")

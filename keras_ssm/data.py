@@ -72,6 +72,7 @@ __all__ = [
     "info",
     "load",
     "load_arrays",
+    "load_epochs",
     "standardize_images",
 ]
 
@@ -301,6 +302,70 @@ def load(
         seed=seed,
         drop_remainder=drop_remainder,
     )
+
+
+def load_epochs(
+    name: str,
+    split: str = "train",
+    *,
+    seed: int,
+    first_epoch: int = 0,
+    batch_size: int = 128,
+    augment: bool = False,
+    standardize: bool = True,
+    data_dir: PathLike | None = None,
+    limit: int | None = None,
+) -> tuple[tf.data.Dataset, int]:
+    """An endless stream of shuffled epochs whose order depends only on ``(seed, epoch)``.
+
+    Returns ``(dataset, steps_per_epoch)``; train with
+    ``model.fit(dataset, steps_per_epoch=steps_per_epoch, epochs=...)``.  Epoch ``e`` is a
+    stateless permutation (and, with ``augment``, stateless crops and flips) keyed by
+    ``(seed, e)``, so a run restarted at ``first_epoch=k`` sees exactly the batches an
+    uninterrupted run sees from its ``k``-th epoch on (what ``ssm train --resume`` relies on),
+    and every worker of a multi-worker run sees the same global batches.
+
+    Example:
+        >>> ds, steps = load_epochs("mnist", seed=1, batch_size=100, limit=250)
+        >>> steps, [int(y.shape[0]) for _, y in ds.take(4)]
+        (3, [100, 100, 50, 100])
+    """
+    import tensorflow as tf
+
+    spec = _spec(name)
+    split = _check_split(split)
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("first_epoch", first_epoch, allow_zero=True)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer, got {seed!r}.")
+    train, test = load_arrays(spec.name, data_dir=data_dir)
+    images, labels = train if split == "train" else test
+    if limit is not None:
+        _check_positive_int("limit", limit)
+        images, labels = images[:limit], labels[:limit]
+    count = len(labels)
+    steps = -(-count // batch_size)
+    images_t = tf.constant(images)
+    labels_t = tf.constant(labels, dtype=tf.int32)
+    seed_t = tf.constant(int(seed), tf.int64)
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        key = tf.stack([seed_t, epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), key)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        steps_t = tf.data.Dataset.range(steps).map(lambda step: tf.stack([epoch, step]) + key)
+        return tf.data.Dataset.zip((batches, steps_t))
+
+    def make_batch(index: tf.Tensor, batch_key: tf.Tensor) -> Any:
+        pixels = tf.cast(tf.gather(images_t, index), tf.float32)
+        features = tf.image.per_image_standardization(pixels) if standardize else pixels / 255.0
+        if augment:
+            features = _augment_batch(features, batch_key)
+        return features, tf.gather(labels_t, index)
+
+    epochs = tf.data.Dataset.range(int(first_epoch), 2**62).flat_map(epoch_batches)
+    dataset = epochs.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE), steps
 
 
 def standardize_images(images: Array, chunk: int = 4096) -> Array:
