@@ -12,6 +12,7 @@ Errors a user can fix exit with status 2 and one line that names the bad value.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -144,23 +145,20 @@ def _finished_epochs(backup: Path) -> int:
         raise UsageError(f"the backup in {backup} is damaged ({path}: {err}); delete it") from err
 
 
-def _strategy_scope(name: str) -> Any:
-    """The ``tf.distribute`` scope for ``--strategy`` (a no-op scope for ``none``)."""
-    import contextlib
-
+def _strategy(name: str) -> Any:
+    """The ``tf.distribute`` strategy for ``--strategy`` (``None`` for ``none``).  Made before
+    any other TensorFlow op: collective ops must be configured at program start-up."""
     if name == "none":
-        return contextlib.nullcontext()
-    import keras
-
+        return None
     if keras.backend.backend() != "tensorflow":
         raise UsageError(f"--strategy {name} needs the TensorFlow backend (KERAS_BACKEND)")
     import tensorflow as tf
 
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy().scope()
+        return tf.distribute.MirroredStrategy()
     if "TF_CONFIG" not in os.environ:
         raise UsageError("--strategy multiworker reads the cluster from TF_CONFIG, which is unset")
-    return tf.distribute.MultiWorkerMirroredStrategy().scope()
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def _prepare_out(out: Path, force: bool) -> None:
@@ -207,6 +205,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.augment:
         recipe = dataclasses.replace(recipe, augment=True)
 
+    strategy = _strategy(args.strategy)
     keras.utils.set_random_seed(args.seed)
     if args.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -228,7 +227,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         limit=args.limit,
     )
     test = data.load(dataset, "test", batch_size=512, data_dir=args.data_dir, limit=args.limit)
-    with _strategy_scope(args.strategy):
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = models.get(
             args.model,
             **recipes.model_kwargs(
@@ -451,15 +450,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ssm``; a user mistake prints one line (``ssm CMD: error: ...``) and returns 2.
+
+    Set ``KERAS_SSM_DEBUG=1`` to get the full traceback instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except UsageError as err:
-        print(f"ssm {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"ssm {args.command}: error: {err}", file=sys.stderr)
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError) as err:
+        if os.environ.get("KERAS_SSM_DEBUG"):
+            raise
+        message = " ".join(str(err).split())
+        if len(message) > 600:
+            message = message[:600] + " ... (KERAS_SSM_DEBUG=1 shows everything)"
+        print(f"ssm {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 
