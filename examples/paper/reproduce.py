@@ -2,8 +2,9 @@
 
     # the rows: signed supermask (default recipe) + dense baseline, 3 seeds each
     python examples/paper/reproduce.py run --rows fcn --seeds 3
-    # a weight-decay sweep (the accuracy-vs-remaining frontier)
-    python examples/paper/reproduce.py run --rows fcn --recipe paper --weight-decay 1e-4 2e-4
+    # a sweep (the accuracy-vs-remaining frontier): the cross product of the values
+    python examples/paper/reproduce.py run --rows fcn --recipe paper --masks signed --seeds 1 \
+        --sweep weight-decay=1.25e-4,2.5e-4,5e-4 --sweep weight-scale=1,2
     # the Markdown table of every finished run under runs/paper
     python examples/paper/reproduce.py table
 
@@ -45,18 +46,31 @@ def run_name(model: str, mask: str, recipe: str, seed: int, extra: dict[str, str
     return f"{model}_{mask}_{recipe}{tags}_s{seed}"
 
 
+def _grid(sweeps: list[str]) -> list[dict[str, str]]:
+    """``["weight-decay=1e-4,2e-4", "weight-scale=1,2"]`` -> the cross product as flag dicts."""
+    grid: list[dict[str, str]] = [{}]
+    for sweep in sweeps:
+        flag, _, values = sweep.partition("=")
+        if not values:
+            raise SystemExit(f"--sweep wants FLAG=V1,V2,...; got {sweep!r}")
+        grid = [{**point, flag: value} for point in grid for value in values.split(",")]
+    return grid
+
+
+TAGS = {"weight-decay": "wd", "weight-scale": "ws", "threshold": "th", "lr": "lr", "epochs": "ep"}
+
+
 def commands(args: argparse.Namespace) -> list[tuple[Path, list[str]]]:
     """The ``ssm train`` command of every run the arguments ask for."""
     jobs = []
-    sweeps = [("weight-decay", v) for v in args.weight_decay] or [(None, None)]
     for model in args.rows:
         for mask in args.masks:
-            for flag, value in sweeps:
-                if mask == "none" and flag is not None:
-                    continue
-                extra = {} if flag is None else {"wd": value}
+            for point in _grid(args.sweep):
+                if mask == "none" and point:
+                    continue  # sweeps are over the mask's knobs
                 if args.epochs:
-                    extra["ep"] = str(args.epochs)
+                    point = {**point, "epochs": str(args.epochs)}
+                extra = {TAGS.get(flag, flag): value for flag, value in point.items()}
                 for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
                     out = Path(args.out) / run_name(model, mask, args.recipe, seed, extra)
                     cmd = [
@@ -75,10 +89,8 @@ def commands(args: argparse.Namespace) -> list[tuple[Path, list[str]]]:
                         "--verbose",
                         "2",
                     ]
-                    if flag is not None:
+                    for flag, value in point.items():
                         cmd += [f"--{flag}", value]
-                    if args.epochs:
-                        cmd += ["--epochs", str(args.epochs)]
                     cmd += args.extra
                     jobs.append((out, cmd))
     return jobs
@@ -150,7 +162,13 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--recipe", default="default", choices=["default", "paper"])
     run.add_argument("--seeds", type=int, default=3)
     run.add_argument("--epochs", type=int, help="shorter schedules (label them as such)")
-    run.add_argument("--weight-decay", nargs="*", default=[], help="sweep these values")
+    run.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="FLAG=V1,V2",
+        help="sweep an ssm train flag, e.g. weight-decay=1e-4,2e-4 (repeatable)",
+    )
     run.add_argument("--out", default="runs/paper")
     run.add_argument("--dry-run", action="store_true")
     run.add_argument("extra", nargs=argparse.REMAINDER, help="more ssm train flags after --")
