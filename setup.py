@@ -9,7 +9,7 @@ HERE = Path(__file__).parent
 setup(
     name="keras-ssm",
     version="0.1.0",
-    description="Signed supermasks for Keras 3: train masks over frozen random weights, fold, export.",
+    description="Signed supermasks for Keras 3: masks over frozen random weights; fold; export.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8")
     if (HERE / "README.md").exists()
     else "",

@@ -250,17 +250,34 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     else:
         callbacks = [*callbacks, history_log]
     start = time.perf_counter()
-    model.fit(
-        train,
-        steps_per_epoch=steps,
-        epochs=recipe.epochs,
-        validation_data=test,
-        shuffle=False,
-        callbacks=callbacks,
-        verbose=args.verbose,
-    )
-    wall = time.perf_counter() - start
-    test_loss, test_accuracy = model.evaluate(test, verbose=0)
+    if args.strategy == "multiworker":  # Keras 3's fit cannot drive MultiWorkerMirroredStrategy
+        from keras_ssm.distributed import evaluate_distributed, fit_distributed
+
+        fit_distributed(
+            model,
+            strategy,
+            train,
+            steps_per_epoch=steps,
+            epochs=recipe.epochs,
+            validation_data=test,
+            callbacks=callbacks,
+            verbose=args.verbose,
+        )
+        wall = time.perf_counter() - start
+        result = evaluate_distributed(model, strategy, test)
+        test_loss, test_accuracy = result["loss"], result["accuracy"]
+    else:
+        model.fit(
+            train,
+            steps_per_epoch=steps,
+            epochs=recipe.epochs,
+            validation_data=test,
+            shuffle=False,
+            callbacks=callbacks,
+            verbose=args.verbose,
+        )
+        wall = time.perf_counter() - start
+        test_loss, test_accuracy = model.evaluate(test, verbose=0)
     history = history_log.history
     epochs_run = len(history.get("loss", []))
     train_size = min(info["train_size"], args.limit or info["train_size"])
@@ -446,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="print keras_ssm.summary of a run or .keras file")
     summary.add_argument("run")
     summary.set_defaults(func=cmd_summary)
+
+    from keras_ssm.export.commands import register as register_export
+
+    register_export(sub)  # ssm export, ssm bench
     return parser
 
 
