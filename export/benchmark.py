@@ -14,7 +14,7 @@ Builds and measures side by side, in one run:
 
 Every artifact's test accuracy is measured ON THE ARTIFACT (onnxruntime, LiteRT, the .ssm
 reloaded in Keras); latencies are interleaved in rounds so that load from other processes hits
-every model alike. Writes ``export/RESULTS.md`` and ``export/results.json``.
+every model alike. Writes ``--results`` (default ``export/RESULTS.md``) and the same name with ``.json``.
 
     python export/benchmark.py --signed-run runs/sweep/fcn_wd1.5e-4_s7531
 
@@ -422,15 +422,17 @@ def main(argv: list[str] | None = None) -> int:
         if art.result.get("bytes"):
             art.result["smaller_than_dense_onnx"] = round(dense_bytes / art.result["bytes"], 1)
             art.result["smaller_gz"] = round(dense_gz / art.result["gzip_bytes"], 1)
+    json_path = a.results.with_suffix(".json")
+    a.results.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(
-        HERE / "results.json",
+        json_path,
         (json.dumps(results, indent=2, default=str) + "\n").encode(),
         overwrite=True,
     )
     text = _markdown(results, arts, keras_acc, ref)
     atomic_write_bytes(a.results, text.encode("utf-8"), overwrite=True)
     print(text)
-    print(f"wrote {a.results} and {HERE / 'results.json'}")
+    print(f"wrote {a.results} and {json_path}")
     return 0
 
 
