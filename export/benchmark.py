@@ -14,7 +14,8 @@ Builds and measures side by side, in one run:
 
 Every artifact's test accuracy is measured ON THE ARTIFACT (onnxruntime, LiteRT, the .ssm
 reloaded in Keras); latencies are interleaved in rounds so that load from other processes hits
-every model alike. Writes ``--results`` (default ``export/RESULTS.md``) and the same name with ``.json``.
+every model alike. Writes ``--results`` (default ``export/RESULTS.md``) and the same name
+with ``.json``.
 
     python export/benchmark.py --signed-run runs/sweep/fcn_wd1.5e-4_s7531
 
