@@ -11,6 +11,8 @@ from fixtures import write_mnist
 
 from keras_ssm import cli
 
+pytestmark = pytest.mark.core  # `ssm train` runs on the JAX backend too
+
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
