@@ -242,7 +242,10 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         )
     callbacks = recipes.make_callbacks(recipe)
     if mask is not None:
+        from keras_ssm.analysis import MaskRecorder
+
         callbacks.insert(0, keras_ssm.MaskStatsCallback())
+        callbacks.append(MaskRecorder(out))  # RUN/analysis.jsonl, for `ssm report`
     history_log = HistoryLog(backup / "history.json")
     if args.resume:  # restores weights, optimizer state and the epoch counter
         backup_cb = keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)
@@ -467,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     from keras_ssm.export.commands import register as register_export
 
     register_export(sub)  # ssm export, ssm bench
+    from keras_ssm.report import register as register_report
+
+    register_report(sub)  # ssm report
     return parser
 
 

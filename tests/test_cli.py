@@ -39,7 +39,9 @@ def test_train_writes_model_metrics_and_history(data_dir: Path, tmp_path: Path, 
         str(out),
     ]
     assert cli.main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "model.keras"]
+    written = sorted(p.name for p in out.iterdir())
+    expected = ["history.csv", "metrics.json", "model.keras"]
+    assert written == sorted(expected + (["analysis.jsonl"] if mask == "signed" else []))
     metrics = json.loads((out / "metrics.json").read_text())
     for key in (
         "test_accuracy",
