@@ -59,7 +59,7 @@ def target_sparsity(signed_metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
-    from keras_ssm.export._atomic import atomic_write_bytes
+    from keras_ssm.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, data, overwrite=overwrite)
 

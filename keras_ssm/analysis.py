@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_ssm.atomic import atomic_write_text
 from keras_ssm.wrap import masked_layers
 
 __all__ = [
@@ -337,17 +337,6 @@ def conv_maps(layer: keras.layers.Layer) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- recorder
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The records of an ``analysis.jsonl`` file (or of ``RUN_DIR/analysis.jsonl``).
 
@@ -443,7 +432,7 @@ class MaskRecorder(keras.callbacks.Callback):
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(json.dumps(record) + "\n" for record in self.records)
-        _atomic_write(self.path, text)
+        atomic_write_text(self.path, text)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         done = int(getattr(self.model, "_initial_epoch", None) or 0)  # set by BackupAndRestore

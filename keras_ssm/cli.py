@@ -15,17 +15,22 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import io
 import json
+import math
 import os
 import platform
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
+
+from keras_ssm.atomic import atomic_write_text
 
 MASK_CHOICES = ("signed", "binary", "topk", "none")
 
@@ -35,29 +40,14 @@ class UsageError(Exception):
 
 
 # ----------------------------------------------------------------------------- helpers
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_save_model(model: Any, path: Path) -> None:
-    """``model.save`` through a temporary ``.keras`` file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
+    """``model.save`` to a temporary ``.keras`` file beside ``path``, then a rename."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")  # Keras wants .keras
     try:
         model.save(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _versions() -> dict[str, str]:
@@ -104,7 +94,7 @@ def _number(
                 f"{name} must be a{'n' if kind is int else ''} {kind.__name__}; got {text!r}"
             ) from None
         above = value >= low if low_inclusive else value > low
-        if not (above and (high is None or value < high)):
+        if not (math.isfinite(value) and above and (high is None or value < high)):
             raise argparse.ArgumentTypeError(f"{name} must be in {span}; got {text!r}")
         return value
 
@@ -319,19 +309,14 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _write_history(path: Path, history: dict[str, list[float]]) -> None:
+    """``history.csv``: one row per epoch, written atomically."""
     keys = list(history)
-    rows = zip(*(history[k] for k in keys), strict=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["epoch", *keys])
-            for epoch, row in enumerate(rows):
-                writer.writerow([epoch, *row])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    lines = io.StringIO()
+    writer = csv.writer(lines)
+    writer.writerow(["epoch", *keys])
+    for epoch, row in enumerate(zip(*(history[k] for k in keys), strict=True)):
+        writer.writerow([epoch, *row])
+    atomic_write_text(path, lines.getvalue())
 
 
 # ----------------------------------------------------------------------------- eval / summary
@@ -346,8 +331,13 @@ def _load_run(run: str) -> tuple[Path, Any, dict[str, Any]]:
         raise UsageError(
             f"no model at {model_path}: expected a run folder from `ssm train` or a .keras file"
         )
+    if not zipfile.is_zipfile(model_path):
+        raise UsageError(f"cannot load {model_path}: not a .keras file (truncated or corrupt)")
     metrics_path = model_path.parent / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    try:
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    except ValueError as err:
+        raise UsageError(f"cannot read {metrics_path}: {err}") from err
     try:
         model = keras.saving.load_model(model_path, safe_mode=True)
     except Exception as err:  # a truncated or foreign file: say which, not a deep trace
@@ -364,6 +354,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     if dataset is None:
         raise UsageError("the run has no metrics.json naming its dataset; pass --dataset")
     test = data.load(dataset, "test", batch_size=512, data_dir=args.data_dir, limit=args.limit)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # what we report
     loss, accuracy = model.evaluate(test, verbose=args.verbose)
     result = {"dataset": dataset, "test_accuracy": float(accuracy), "test_loss": float(loss)}
     try:
@@ -408,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="'paper' = the paper's literal hyperparameters",
     )
     train.add_argument("--epochs", type=_number(int, "epochs", 0))
-    train.add_argument("--seed", type=int, default=7531)
+    train.add_argument(
+        "--seed", type=_number(int, "seed", 0, 2**32, low_inclusive=True), default=7531
+    )
     train.add_argument("--lr", type=_number(float, "learning rate", 0))
     train.add_argument(
         "--weight-decay",

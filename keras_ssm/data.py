@@ -47,11 +47,14 @@ import dataclasses
 import functools
 import gzip
 import io
+import lzma
 import math
 import os
 import pickle
+import pickletools
 import re
 import socket
+import struct
 import tarfile
 import time
 import zipfile
@@ -612,6 +615,11 @@ def _reading(path: str) -> Iterator[None]:
         KeyError,
         IndexError,
         TypeError,
+        OverflowError,  # e.g. a declared size beyond what the platform can address
+        NotImplementedError,  # zipfile: an unsupported compression method or flag
+        RuntimeError,  # zipfile: an encrypted member
+        struct.error,
+        lzma.LZMAError,
         zlib.error,
         zipfile.BadZipFile,
         tarfile.TarError,
@@ -709,14 +717,7 @@ def _read_npy_member(
         keys = sorted(n.removesuffix(".npy") for n in archive.namelist())
         raise DataFormatError(f"{path}: no array {key!r} (found {keys})") from None
     with archive.open(member) as stream:
-        version = np.lib.format.read_magic(stream)
-        read_header = {
-            (1, 0): np.lib.format.read_array_header_1_0,
-            (2, 0): np.lib.format.read_array_header_2_0,
-        }.get(version)
-        if read_header is None:
-            raise DataFormatError(f"{path}: {key}: unsupported .npy format version {version}")
-        shape, fortran, dtype = read_header(stream)
+        shape, fortran, dtype = _read_npy_header(stream, path, key)
         _check_npy_header(path, key, shape, dtype, item_shape, images=images)
         nbytes = math.prod(shape) * dtype.itemsize
         payload = stream.read(nbytes + 1)
@@ -725,6 +726,26 @@ def _read_npy_member(
     array = np.frombuffer(payload, dtype=dtype)
     order = "F" if fortran else "C"
     return np.ascontiguousarray(array.reshape(shape, order=order))
+
+
+def _read_npy_header(stream: Any, path: str, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of an .npy stream; any parse failure of the header
+    (numpy tokenizes and literal-evals its text) is a :class:`DataFormatError`."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }.get(version)
+        if read_header is None:
+            raise DataFormatError(f"{path}: {key}: unsupported .npy format version {version}")
+        return read_header(stream)
+    except DataFormatError:
+        raise
+    except Exception as exc:  # ValueError, tokenize.TokenError, RecursionError, ...
+        raise DataFormatError(
+            f"{path}: {key}: corrupt .npy header ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _check_npy_header(
@@ -785,7 +806,11 @@ def _cifar_from_blobs(spec: _Spec, blobs: dict[str, bytes], where: dict[str, str
 def _parse_cifar_batch(spec: _Spec, blob: bytes, where: str) -> Split:
     """Decode one pickled CIFAR batch (dict with ``data`` (N, 3072) and a label list)."""
     with _reading(where):
-        raw = _SafeUnpickler(io.BytesIO(blob), encoding="bytes").load()
+        _check_pickle_opcodes(blob, where)
+        try:
+            raw = _SafeUnpickler(io.BytesIO(blob), encoding="bytes").load()
+        except Exception as exc:  # the restricted unpickler runs no code: any failure is damage
+            raise DataFormatError(f"{where}: corrupt pickle ({type(exc).__name__}: {exc})") from exc
         if not isinstance(raw, dict):
             raise DataFormatError(f"{where}: expected a pickled dict, got {type(raw).__name__}")
         batch = {_text(k): v for k, v in raw.items()}
@@ -794,12 +819,38 @@ def _parse_cifar_batch(spec: _Spec, blob: bytes, where: str) -> Split:
                 f"{where}: expected keys 'data' and {spec.label_key!r}, found {sorted(batch)}"
             )
         data = _stub_to_array(batch["data"], where)
-        labels = np.asarray(batch[spec.label_key], dtype=np.int64).reshape(-1)
+        labels = _label_list(batch[spec.label_key], where, spec.label_key)
     height, width, channels = spec.input_shape
     if data.ndim != 2 or data.shape[1] != height * width * channels:
         raise DataFormatError(f"{where}: data has shape {data.shape}, expected (N, 3072)")
     images = data.reshape(-1, channels, height, width).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels
+
+
+def _check_pickle_opcodes(blob: bytes, where: str) -> None:
+    """Walk the pickle's opcodes without building anything, before unpickling it.
+
+    The C unpickler allocates what a length field or memo index declares before it reads: a
+    few edited bytes could ask for gigabytes. ``pickletools.genops`` checks every declared
+    length against the bytes that remain; memo indices must not exceed the opcode count.
+    """
+    try:
+        for count, (op, arg, _) in enumerate(pickletools.genops(blob)):
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= arg <= count:
+                raise DataFormatError(f"{where}: corrupt pickle (memo index {arg} at op {count})")
+    except DataFormatError:
+        raise
+    except Exception as exc:
+        raise DataFormatError(f"{where}: corrupt pickle ({type(exc).__name__}: {exc})") from exc
+
+
+def _label_list(value: object, where: str, key: str) -> Array:
+    """Labels as the CIFAR python batches hold them: a flat list of ints."""
+    if not isinstance(value, list | tuple) or not all(type(v) is int for v in value):
+        raise DataFormatError(f"{where}: {key!r} must be a list of integers")
+    if value and not (-(2**63) <= min(value) and max(value) < 2**63):
+        raise DataFormatError(f"{where}: {key!r} holds an out-of-range label")
+    return np.asarray(value, dtype=np.int64)
 
 
 def _text(value: object) -> object:

@@ -56,7 +56,7 @@ class SignedConstant(keras.initializers.Initializer):
         if mode not in _FAN_MODES:
             raise ValueError(f"Unknown mode {mode!r}; allowed: {', '.join(_FAN_MODES)}.")
         for name, value in (("scale", scale), ("gain", gain)):
-            if not isinstance(value, (int, float)) or not value > 0:
+            if not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"`{name}` must be a positive number; received {value!r}.")
         self.scale, self.mode, self.gain = float(scale), mode, float(gain)
         self.seed = seed
@@ -97,7 +97,7 @@ class ELUUniform(keras.initializers.Initializer):
     """``U(-limit, limit)`` with ``limit = sqrt(scale * 4.5 / fan_in)``: the dense baseline's."""
 
     def __init__(self, scale: float = 1.0, seed: int | None = None) -> None:
-        if not isinstance(scale, (int, float)) or not scale > 0:
+        if not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
             raise ValueError(f"`scale` must be a positive number; received {scale!r}.")
         self.scale, self.seed = float(scale), seed
         self._seed_gen = keras.random.SeedGenerator(seed) if seed is None else seed

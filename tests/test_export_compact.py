@@ -19,9 +19,14 @@ L = keras.layers
 
 def fcn(density: float = 0.038, seed: int = 0) -> keras.Model:
     """MNIST FCN 784-300-100-10, no biases, random ternary mask, ~half the signs flipped."""
-    m = keras.Sequential([keras.Input((784,)), L.Dense(300, activation="elu", use_bias=False),
-                          L.Dense(100, activation="elu", use_bias=False),
-                          L.Dense(10, activation="softmax", use_bias=False)])
+    m = keras.Sequential(
+        [
+            keras.Input((784,)),
+            L.Dense(300, activation="elu", use_bias=False),
+            L.Dense(100, activation="elu", use_bias=False),
+            L.Dense(10, activation="softmax", use_bias=False),
+        ]
+    )
     rng = np.random.default_rng(seed)
     for layer in m.layers:
         shape = tuple(layer.kernel.shape)
@@ -35,9 +40,17 @@ def fcn(density: float = 0.038, seed: int = 0) -> keras.Model:
 
 
 def small_cnn() -> keras.Model:
-    m = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(4, 3, activation="elu"),
-                          L.BatchNormalization(), L.MaxPooling2D(), L.Flatten(),
-                          L.Dense(6, activation="relu"), L.Dense(3)])
+    m = keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            L.Conv2D(4, 3, activation="elu"),
+            L.BatchNormalization(),
+            L.MaxPooling2D(),
+            L.Flatten(),
+            L.Dense(6, activation="relu"),
+            L.Dense(3),
+        ]
+    )
     rng = np.random.default_rng(1)
     for layer in m.layers:
         for v in layer.weights:
@@ -100,7 +113,7 @@ def test_no_overwrite(tmp_path, fcn_bytes):
 
 def _meta(data: bytes) -> dict:
     _, _, _, _, mz = struct.unpack_from("<8sHHII", data)
-    return json.loads(zlib.decompress(data[20:20 + mz]))
+    return json.loads(zlib.decompress(data[20 : 20 + mz]))
 
 
 def _rebuild(meta: dict, payload: bytes, version: int = FORMAT_VERSION) -> bytes:
@@ -113,7 +126,7 @@ def _rebuild(meta: dict, payload: bytes, version: int = FORMAT_VERSION) -> bytes
 
 def _payload(data: bytes) -> bytes:
     _, _, _, _, mz = struct.unpack_from("<8sHHII", data)
-    return data[20 + mz:-4]
+    return data[20 + mz : -4]
 
 
 def test_truncated_files_give_clear_errors(fcn_bytes):
@@ -154,9 +167,17 @@ def test_huge_declared_lengths_are_refused_before_allocation(fcn_bytes):
     with pytest.raises(CompactFormatError, match="exceeds|limit"):
         model_from_compact_bytes(body + struct.pack("<I", zlib.crc32(body)))
     # a weight declaring 10^12 elements, a ternary stream claiming more nonzeros than fit
-    for patch in ({"shape": [10**6, 10**6]}, {"nbytes": 10**12}, {"n": 10**9},
-                  {"unary": 10**9}, {"k": 99}, {"dtype": "object"}, {"enc": "pickle"},
-                  {"shape": "784x300"}, {"scale_bits": -1}):
+    for patch in (
+        {"shape": [10**6, 10**6]},
+        {"nbytes": 10**12},
+        {"n": 10**9},
+        {"unary": 10**9},
+        {"k": 99},
+        {"dtype": "object"},
+        {"enc": "pickle"},
+        {"shape": "784x300"},
+        {"scale_bits": -1},
+    ):
         bad = json.loads(json.dumps(meta))
         bad["weights"][0].update(patch)
         with pytest.raises(CompactFormatError):
@@ -182,11 +203,11 @@ def test_corrupt_streams_with_valid_checksum(fcn_bytes):
     first = meta["weights"][0]
     assert first["enc"] == "ternary"
     # all-ones unary stream: no terminating zeros -> wrong number of codes
-    broken = bytes([0xFF] * first["unary"]) + bytes(payload[first["unary"]:])
+    broken = bytes([0xFF] * first["unary"]) + bytes(payload[first["unary"] :])
     with pytest.raises(CompactFormatError, match="unary"):
         model_from_compact_bytes(_rebuild(meta, broken))
     # all-zero unary stream: too many codes
-    broken = bytes(first["unary"]) + bytes(payload[first["unary"]:])
+    broken = bytes(first["unary"]) + bytes(payload[first["unary"] :])
     with pytest.raises(CompactFormatError):
         model_from_compact_bytes(_rebuild(meta, broken))
 

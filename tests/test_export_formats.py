@@ -23,8 +23,9 @@ from keras_ssm.export import tflite as tflite_mod
 L = keras.layers
 
 # tf2onnx converts TensorFlow graphs: the ONNX exporter needs the TensorFlow backend.
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                reason="ONNX export needs KERAS_BACKEND=tensorflow")
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="ONNX export needs KERAS_BACKEND=tensorflow"
+)
 
 
 def ternarize(model: keras.Model, density: float = 0.1, seed: int = 0) -> None:
@@ -33,8 +34,9 @@ def ternarize(model: keras.Model, density: float = 0.1, seed: int = 0) -> None:
         if hasattr(layer, "kernel"):
             k = np.array(layer.kernel)
             c = np.float32(np.sqrt(3.0 / np.prod(k.shape[:-1])))
-            t = rng.choice([-1.0, 0.0, 1.0], size=k.shape,
-                           p=[density / 2, 1 - density, density / 2])
+            t = rng.choice(
+                [-1.0, 0.0, 1.0], size=k.shape, p=[density / 2, 1 - density, density / 2]
+            )
             layer.kernel.assign((c * t).astype(np.float32))
         if isinstance(layer, L.BatchNormalization):
             n = layer.moving_mean.shape[0]
@@ -43,18 +45,32 @@ def ternarize(model: keras.Model, density: float = 0.1, seed: int = 0) -> None:
 
 
 def mlp() -> keras.Model:
-    m = keras.Sequential([keras.Input((20,)), L.Dense(32, activation="elu", use_bias=False),
-                          L.Dense(16, activation="elu", use_bias=False),
-                          L.Dense(4, activation="softmax", use_bias=False)])
+    m = keras.Sequential(
+        [
+            keras.Input((20,)),
+            L.Dense(32, activation="elu", use_bias=False),
+            L.Dense(16, activation="elu", use_bias=False),
+            L.Dense(4, activation="softmax", use_bias=False),
+        ]
+    )
     ternarize(m, 0.2)
     return m
 
 
 def cnn() -> keras.Model:
-    m = keras.Sequential([keras.Input((12, 12, 3)), L.Conv2D(8, 3, padding="same"),
-                          L.BatchNormalization(), L.ELU(), L.MaxPooling2D(),
-                          L.Conv2D(8, 3, padding="same", activation="elu"),
-                          L.AveragePooling2D(2), L.Flatten(), L.Dense(10, activation="softmax")])
+    m = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            L.Conv2D(8, 3, padding="same"),
+            L.BatchNormalization(),
+            L.ELU(),
+            L.MaxPooling2D(),
+            L.Conv2D(8, 3, padding="same", activation="elu"),
+            L.AveragePooling2D(2),
+            L.Flatten(),
+            L.Dense(10, activation="softmax"),
+        ]
+    )
     ternarize(m, 0.3, seed=1)
     return m
 
@@ -137,8 +153,11 @@ def test_failed_onnx_verification_leaves_nothing(models, tmp_path, monkeypatch):
 
 
 def test_failed_tflite_verification_leaves_nothing(models, tmp_path, monkeypatch):
-    monkeypatch.setattr(tflite_mod, "run_tflite",
-                        lambda path, x, default_delegates=True: [np.full((x.shape[0], 4), np.nan)])
+    monkeypatch.setattr(
+        tflite_mod,
+        "run_tflite",
+        lambda path, x, default_delegates=True: [np.full((x.shape[0], 4), np.nan)],
+    )
     with pytest.raises(ExportVerificationError):
         to_tflite(models["mlp"], tmp_path / "m.tflite")
     assert os.listdir(tmp_path) == []

@@ -15,19 +15,32 @@ from keras_ssm.export.int8 import onnx_dequantized_weights, tflite_int8_weights
 L = keras.layers
 
 # tf2onnx converts TensorFlow graphs: the ONNX exporter needs the TensorFlow backend.
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                reason="ONNX export needs KERAS_BACKEND=tensorflow")
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="ONNX export needs KERAS_BACKEND=tensorflow"
+)
 
 
 def ternary_model(conv: bool = False, seed: int = 0) -> keras.Model:
     if conv:
-        m = keras.Sequential([keras.Input((10, 10, 3)), L.Conv2D(16, 3, activation="elu"),
-                              L.MaxPooling2D(), L.Flatten(), L.Dense(40, activation="elu"),
-                              L.Dense(4, activation="softmax")])
+        m = keras.Sequential(
+            [
+                keras.Input((10, 10, 3)),
+                L.Conv2D(16, 3, activation="elu"),
+                L.MaxPooling2D(),
+                L.Flatten(),
+                L.Dense(40, activation="elu"),
+                L.Dense(4, activation="softmax"),
+            ]
+        )
     else:
-        m = keras.Sequential([keras.Input((64,)), L.Dense(48, activation="elu", use_bias=False),
-                              L.Dense(32, activation="elu", use_bias=False),
-                              L.Dense(10, activation="softmax", use_bias=False)])
+        m = keras.Sequential(
+            [
+                keras.Input((64,)),
+                L.Dense(48, activation="elu", use_bias=False),
+                L.Dense(32, activation="elu", use_bias=False),
+                L.Dense(10, activation="softmax", use_bias=False),
+            ]
+        )
     rng = np.random.default_rng(seed)
     for layer in m.layers:
         if hasattr(layer, "kernel"):
@@ -81,8 +94,11 @@ def test_tflite_int8_stores_ternary_codes(tmp_path):
     assert res.max_rel_error <= 5e-2
     data = (tmp_path / "q.tflite").read_bytes()
     stored = tflite_int8_weights(data)
-    kernels = {np.array(la.kernel).size: np.array(la.kernel) for la in m.layers
-               if hasattr(la, "kernel") and np.array(la.kernel).size >= 1024}
+    kernels = {
+        np.array(la.kernel).size: np.array(la.kernel)
+        for la in m.layers
+        if hasattr(la, "kernel") and np.array(la.kernel).size >= 1024
+    }
     assert len(stored) == len(kernels)  # TFLite quantizes tensors of >= 1024 elements
     for w in stored:
         k = kernels[w["values"].size]
@@ -90,8 +106,9 @@ def test_tflite_int8_stores_ternary_codes(tmp_path):
         q = w["values"]
         assert set(np.unique(q)) <= {-127, 0, 127}
         # TFLite layout is (out, ...): move the output axis last to compare with Keras
-        q_k = np.moveaxis(q, 0, -1).reshape(k.shape) if k.ndim == 2 else \
-            np.transpose(q, (1, 2, 3, 0))
+        q_k = (
+            np.moveaxis(q, 0, -1).reshape(k.shape) if k.ndim == 2 else np.transpose(q, (1, 2, 3, 0))
+        )
         assert np.array_equal(np.sign(q_k), np.sign(k))  # ternary pattern exact
         deq = np.float32(127) * w["scales"].astype(np.float32)
         live = np.unique(np.nonzero(q)[0])

@@ -11,8 +11,9 @@ from keras_ssm.export.shrink import shrink
 L = keras.layers
 
 
-def ternarize(model: keras.Model, density: float = 0.1, seed: int = 0,
-              dead_in: int = 0, dead_out: int = 0) -> None:
+def ternarize(
+    model: keras.Model, density: float = 0.1, seed: int = 0, dead_in: int = 0, dead_out: int = 0
+) -> None:
     """Set every kernel to c*T (T ternary, mostly 0); kill some units' inputs/outputs."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
@@ -47,8 +48,14 @@ def rel_err(a: keras.Model, b: keras.Model, shape: tuple[int, ...], seed: int = 
 
 
 def test_mlp_dead_in_and_out_units_are_removed():
-    m = keras.Sequential([keras.Input((20,)), L.Dense(32, activation="elu"),
-                          L.Dense(16, activation="relu"), L.Dense(5, activation="softmax")])
+    m = keras.Sequential(
+        [
+            keras.Input((20,)),
+            L.Dense(32, activation="elu"),
+            L.Dense(16, activation="relu"),
+            L.Dense(5, activation="softmax"),
+        ]
+    )
     ternarize(m, density=0.3, dead_in=3, dead_out=4)
     small, report = shrink(m)
     assert rel_err(m, small, (20,)) <= 1e-6
@@ -61,8 +68,9 @@ def test_mlp_dead_in_and_out_units_are_removed():
 
 
 def test_dead_unit_with_nonzero_bias_is_folded_into_a_new_bias():
-    m = keras.Sequential([keras.Input((6,)), L.Dense(4, activation="elu"),
-                          L.Dense(3, use_bias=False)])
+    m = keras.Sequential(
+        [keras.Input((6,)), L.Dense(4, activation="elu"), L.Dense(3, use_bias=False)]
+    )
     ternarize(m, density=0.6, seed=3)
     k0, b0 = m.layers[0].get_weights()
     k0[:, 2] = 0.0
@@ -80,16 +88,18 @@ def test_dead_unit_with_nonzero_bias_is_folded_into_a_new_bias():
 
 
 def test_conv_flatten_dense_channel_order():
-    m = keras.Sequential([
-        keras.Input((6, 5, 3)),
-        L.Conv2D(8, 3, padding="same", activation="elu"),
-        L.BatchNormalization(),
-        L.MaxPooling2D(),
-        L.Conv2D(6, 2, activation="relu"),
-        L.Flatten(),
-        L.Dense(7, activation="elu"),
-        L.Dense(3),
-    ])
+    m = keras.Sequential(
+        [
+            keras.Input((6, 5, 3)),
+            L.Conv2D(8, 3, padding="same", activation="elu"),
+            L.BatchNormalization(),
+            L.MaxPooling2D(),
+            L.Conv2D(6, 2, activation="relu"),
+            L.Flatten(),
+            L.Dense(7, activation="elu"),
+            L.Dense(3),
+        ]
+    )
     ternarize(m, density=0.4, seed=5, dead_in=2, dead_out=1)
     small, report = shrink(m)
     assert rel_err(m, small, (6, 5, 3)) <= 1e-6
@@ -99,8 +109,9 @@ def test_conv_flatten_dense_channel_order():
 
 
 def test_flatten_with_explicit_dead_channel_and_constant():
-    m = keras.Sequential([keras.Input((4, 4, 2)), L.Conv2D(5, 3, activation="sigmoid"),
-                          L.Flatten(), L.Dense(4)])
+    m = keras.Sequential(
+        [keras.Input((4, 4, 2)), L.Conv2D(5, 3, activation="sigmoid"), L.Flatten(), L.Dense(4)]
+    )
     ternarize(m, density=0.5, seed=7)
     k, b = m.layers[0].get_weights()
     k[..., 1] = 0.0  # filter 1: constant sigmoid(b[1]) at every position -> folded
@@ -115,8 +126,9 @@ def test_flatten_with_explicit_dead_channel_and_constant():
 
 
 def test_same_padding_constant_is_kept_but_zero_constant_removed():
-    m = keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(4, 3, padding="same"),
-                          L.Conv2D(3, 3, padding="same")])
+    m = keras.Sequential(
+        [keras.Input((5, 5, 2)), L.Conv2D(4, 3, padding="same"), L.Conv2D(3, 3, padding="same")]
+    )
     ternarize(m, density=0.6, seed=2)
     k, b = m.layers[0].get_weights()
     k[..., 0] = 0.0
@@ -183,10 +195,15 @@ def test_subclassed_model_rejected():
 
 def test_bias_added_by_folding_is_used_downstream():
     """A layer that received a folded bias carries it into its own dead units' constants."""
-    m = keras.Sequential([keras.Input((10,)),
-                          L.Dense(8, activation="sigmoid", use_bias=False),
-                          L.Dense(6, activation="sigmoid", use_bias=False),
-                          L.Dense(4, activation="tanh", use_bias=False), L.Dense(2)])
+    m = keras.Sequential(
+        [
+            keras.Input((10,)),
+            L.Dense(8, activation="sigmoid", use_bias=False),
+            L.Dense(6, activation="sigmoid", use_bias=False),
+            L.Dense(4, activation="tanh", use_bias=False),
+            L.Dense(2),
+        ]
+    )
     ternarize(m, density=0.3, seed=4, dead_in=2)
     small, _ = shrink(m)
     assert small.layers[1].use_bias
@@ -204,20 +221,35 @@ def test_random_cnn_variants(seed):
     def pad():
         return ["same", "valid"][rng.integers(2)]
 
-    m = keras.Sequential([
-        keras.Input((7, 6, 3)),
-        L.Conv2D(8, 3, padding=pad(), activation=act(), use_bias=bool(rng.integers(2))),
-        L.BatchNormalization(), L.Activation(act()),
-        [L.MaxPooling2D(), L.AveragePooling2D(2, padding="same"), L.Dropout(0.1)][seed % 3],
-        L.Conv2D(6, int(rng.integers(1, 3)), activation=act(), padding=pad(),
-                 use_bias=bool(rng.integers(2))),
-        L.ELU(),
-        [L.Flatten(), L.GlobalAveragePooling2D(), L.GlobalMaxPooling2D()][(seed // 3) % 3],
-        L.BatchNormalization(),
-        L.Dense(9, activation=act(), use_bias=bool(rng.integers(2))), L.ReLU(),
-        L.Dense(3, activation="softmax", use_bias=bool(rng.integers(2)))])
-    ternarize(m, density=float(rng.uniform(0.1, 0.5)), seed=seed,
-              dead_in=int(rng.integers(4)), dead_out=int(rng.integers(3)))
+    m = keras.Sequential(
+        [
+            keras.Input((7, 6, 3)),
+            L.Conv2D(8, 3, padding=pad(), activation=act(), use_bias=bool(rng.integers(2))),
+            L.BatchNormalization(),
+            L.Activation(act()),
+            [L.MaxPooling2D(), L.AveragePooling2D(2, padding="same"), L.Dropout(0.1)][seed % 3],
+            L.Conv2D(
+                6,
+                int(rng.integers(1, 3)),
+                activation=act(),
+                padding=pad(),
+                use_bias=bool(rng.integers(2)),
+            ),
+            L.ELU(),
+            [L.Flatten(), L.GlobalAveragePooling2D(), L.GlobalMaxPooling2D()][(seed // 3) % 3],
+            L.BatchNormalization(),
+            L.Dense(9, activation=act(), use_bias=bool(rng.integers(2))),
+            L.ReLU(),
+            L.Dense(3, activation="softmax", use_bias=bool(rng.integers(2))),
+        ]
+    )
+    ternarize(
+        m,
+        density=float(rng.uniform(0.1, 0.5)),
+        seed=seed,
+        dead_in=int(rng.integers(4)),
+        dead_out=int(rng.integers(3)),
+    )
     small, report = shrink(m)
     assert rel_err(m, small, (7, 6, 3)) <= 1e-6
     assert small.layers[-1].units == 3
@@ -225,9 +257,16 @@ def test_random_cnn_variants(seed):
 
 
 def test_conv1d_chain():
-    m = keras.Sequential([keras.Input((12, 4)), L.Conv1D(6, 3, activation="elu"),
-                          L.MaxPooling1D(), L.Conv1D(5, 1, activation="relu"),
-                          L.GlobalAveragePooling1D(), L.Dense(2)])
+    m = keras.Sequential(
+        [
+            keras.Input((12, 4)),
+            L.Conv1D(6, 3, activation="elu"),
+            L.MaxPooling1D(),
+            L.Conv1D(5, 1, activation="relu"),
+            L.GlobalAveragePooling1D(),
+            L.Dense(2),
+        ]
+    )
     ternarize(m, density=0.3, seed=9, dead_in=2, dead_out=1)
     small, _ = shrink(m)
     assert small.layers[0].filters < 6

@@ -15,7 +15,7 @@ Example:
     >>> save_compact(small, "fcn.ssm")                                 # doctest: +SKIP
 """
 
-from keras_ssm.export._atomic import atomic_path, atomic_write_bytes
+from keras_ssm.atomic import atomic_path, atomic_write_bytes
 from keras_ssm.export._verify import ExportResult, ExportVerificationError
 from keras_ssm.export.compact import (
     CompactFormatError,
@@ -30,9 +30,25 @@ from keras_ssm.export.shrink import LayerShrink, ShrinkReport, shrink
 from keras_ssm.export.tflite import run_tflite, tflite_bytes, to_tflite
 
 __all__ = [
-    "CompactFormatError", "ExportResult", "ExportVerificationError", "LayerShrink",
-    "ShrinkReport", "atomic_path", "atomic_write_bytes", "compact_bytes", "is_ternary",
-    "load_compact", "model_from_compact_bytes", "onnx_bytes", "ort_session",
-    "quantize_onnx_ternary", "run_tflite", "save_compact", "shrink", "ternary_codes",
-    "tflite_bytes", "to_onnx", "to_tflite",
+    "CompactFormatError",
+    "ExportResult",
+    "ExportVerificationError",
+    "LayerShrink",
+    "ShrinkReport",
+    "atomic_path",
+    "atomic_write_bytes",
+    "compact_bytes",
+    "is_ternary",
+    "load_compact",
+    "model_from_compact_bytes",
+    "onnx_bytes",
+    "ort_session",
+    "quantize_onnx_ternary",
+    "run_tflite",
+    "save_compact",
+    "shrink",
+    "ternary_codes",
+    "tflite_bytes",
+    "to_onnx",
+    "to_tflite",
 ]

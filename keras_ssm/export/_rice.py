@@ -90,7 +90,7 @@ def decode_positions(unary: bytes, rem: bytes, n: int, k: int, size: int) -> np.
     q = np.diff(ends, prepend=-1) - 1
     if k:
         rbits = np.unpackbits(np.frombuffer(rem, dtype=np.uint8))
-        if np.any(rbits[n * k:]):
+        if np.any(rbits[n * k :]):
             raise RiceError("nonzero padding in the remainder stream")
         rbits = rbits[: n * k].reshape(n, k).astype(np.int64)
         r = rbits @ (np.int64(1) << np.arange(k - 1, -1, -1, dtype=np.int64))

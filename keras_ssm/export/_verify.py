@@ -7,8 +7,14 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-__all__ = ["ExportResult", "ExportVerificationError", "random_inputs", "keras_outputs",
-           "max_rel_error", "single_input_spec"]
+__all__ = [
+    "ExportResult",
+    "ExportVerificationError",
+    "random_inputs",
+    "keras_outputs",
+    "max_rel_error",
+    "single_input_spec",
+]
 
 
 class ExportVerificationError(RuntimeError):
@@ -26,8 +32,9 @@ def single_input_spec(model: keras.Model) -> tuple[tuple[int | None, ...], str]:
     except (AttributeError, ValueError):
         inputs = None
     if not inputs:
-        raise ValueError("the model must be built with a known input shape "
-                         "(e.g. start it with keras.Input)")
+        raise ValueError(
+            "the model must be built with a known input shape (e.g. start it with keras.Input)"
+        )
     if len(inputs) != 1:
         raise ValueError(f"only single-input models are supported (got {len(inputs)} inputs)")
     x = inputs[0]
@@ -76,13 +83,16 @@ class ExportResult:
         details: format-specific extras (e.g. the quantized weights).
     """
 
-    def __init__(self, path: str, nbytes: int, max_rel_error: float | None,
-                 details: dict | None = None) -> None:
+    def __init__(
+        self, path: str, nbytes: int, max_rel_error: float | None, details: dict | None = None
+    ) -> None:
         self.path = path
         self.nbytes = nbytes
         self.max_rel_error = max_rel_error
         self.details = details or {}
 
     def __repr__(self) -> str:
-        return (f"ExportResult(path={self.path!r}, nbytes={self.nbytes}, "
-                f"max_rel_error={self.max_rel_error!r})")
+        return (
+            f"ExportResult(path={self.path!r}, nbytes={self.nbytes}, "
+            f"max_rel_error={self.max_rel_error!r})"
+        )

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import struct
@@ -40,12 +41,19 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_ssm.atomic import atomic_write_bytes
 from keras_ssm.export import _rice
-from keras_ssm.export._atomic import atomic_write_bytes
 from keras_ssm.export.int8 import is_ternary
 
-__all__ = ["CompactFormatError", "save_compact", "load_compact", "compact_bytes",
-           "model_from_compact_bytes", "FORMAT_VERSION", "MAGIC"]
+__all__ = [
+    "CompactFormatError",
+    "save_compact",
+    "load_compact",
+    "compact_bytes",
+    "model_from_compact_bytes",
+    "FORMAT_VERSION",
+    "MAGIC",
+]
 
 MAGIC = b"\x89KSSM\r\n\x1a"
 FORMAT_VERSION = 1
@@ -53,8 +61,20 @@ _HEAD = struct.Struct("<8sHHII")
 _CRC = struct.Struct("<I")
 MAX_META_BYTES = 64 << 20
 DEFAULT_MAX_ELEMENTS = 1 << 31
-_DTYPES = ("float32", "float16", "float64", "int8", "int16", "int32", "int64", "uint8",
-           "uint16", "uint32", "uint64", "bool")
+_DTYPES = (
+    "float32",
+    "float16",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+)
 
 
 class CompactFormatError(ValueError):
@@ -99,11 +119,22 @@ def compact_bytes(model: keras.Model) -> bytes:
     for v in model.weights:
         a = np.asarray(keras.ops.convert_to_numpy(v))
         fields, blob = _encode_array(a)
-        manifest.append({"path": v.path, "shape": list(a.shape), "dtype": a.dtype.name,
-                         "nbytes": len(blob), **fields})
+        manifest.append(
+            {
+                "path": v.path,
+                "shape": list(a.shape),
+                "dtype": a.dtype.name,
+                "nbytes": len(blob),
+                **fields,
+            }
+        )
         payload.append(blob)
-    meta = {"format": "keras_ssm.compact", "keras_version": keras.__version__,
-            "model": json.loads(model.to_json()), "weights": manifest}
+    meta = {
+        "format": "keras_ssm.compact",
+        "keras_version": keras.__version__,
+        "model": json.loads(model.to_json()),
+        "weights": manifest,
+    }
     meta_raw = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode("utf-8")
     meta_z = zlib.compress(meta_raw, 9)
     body = _HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(meta_raw), len(meta_z)) + meta_z
@@ -141,8 +172,11 @@ def _check_entry(e: Any, max_elements: int) -> tuple[tuple[int, ...], int]:
     if not isinstance(e, dict):
         raise _fail("weight entry is not an object")
     shape = e.get("shape")
-    if not isinstance(shape, list) or len(shape) > 16 or any(
-            type(d) is not int or d < 0 for d in shape):
+    if (
+        not isinstance(shape, list)
+        or len(shape) > 16
+        or any(type(d) is not int or d < 0 for d in shape)
+    ):
         raise _fail("weight entry has an invalid shape")
     count = 1
     for d in shape:
@@ -179,11 +213,11 @@ def _decode_array(e: dict, blob: bytes, shape: tuple[int, ...], count: int) -> n
     n, k, lu = e["n"], e["k"], e["unary"]
     lr = _rice.remainder_nbytes(n, k)
     try:
-        pos = _rice.decode_positions(blob[:lu], blob[lu:lu + lr], n, k, count)
+        pos = _rice.decode_positions(blob[:lu], blob[lu : lu + lr], n, k, count)
     except _rice.RiceError as err:
         raise _fail(str(err)) from None
     out = np.zeros(count, dtype=np.float32)
-    tail = blob[lu + lr:]
+    tail = blob[lu + lr :]
     if e["enc"] == "ternary":
         c = np.array([e["scale_bits"]], dtype="<u4").view("<f4")[0]
         bits = np.unpackbits(np.frombuffer(tail, dtype=np.uint8))
@@ -209,11 +243,12 @@ def _parse(data: bytes, max_elements: int) -> tuple[dict, list[tuple[dict, bytes
         raise _fail("bad magic bytes (not a keras_ssm compact file)")
     if version != FORMAT_VERSION:
         raise CompactFormatError(
-            f"unsupported .ssm format version {version} (this reader supports {FORMAT_VERSION})")
+            f"unsupported .ssm format version {version} (this reader supports {FORMAT_VERSION})"
+        )
     if flags != 0:
         raise _fail(f"unknown flags 0x{flags:04x}")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
-    if zlib.crc32(data[:-_CRC.size]) != crc:
+    if zlib.crc32(data[: -_CRC.size]) != crc:
         raise _fail("checksum mismatch (file corrupt or truncated)")
     end = len(data) - _CRC.size
     if meta_z > end - _HEAD.size:
@@ -222,7 +257,7 @@ def _parse(data: bytes, max_elements: int) -> tuple[dict, list[tuple[dict, bytes
         raise _fail(f"metadata declares {meta_len} bytes (limit {MAX_META_BYTES})")
     d = zlib.decompressobj()
     try:
-        meta_raw = d.decompress(data[_HEAD.size:_HEAD.size + meta_z], meta_len + 1)
+        meta_raw = d.decompress(data[_HEAD.size : _HEAD.size + meta_z], meta_len + 1)
     except zlib.error:
         raise _fail("metadata is not valid zlib data") from None
     if len(meta_raw) != meta_len or not d.eof or d.unused_data:
@@ -245,39 +280,85 @@ def _parse(data: bytes, max_elements: int) -> tuple[dict, list[tuple[dict, bytes
             raise _fail(f"weights declare more than {max_elements} elements in all")
         if e["nbytes"] > end - offset:
             raise _fail("a weight's payload runs past the end of the file")
-        parts.append((e, data[offset:offset + e["nbytes"]], shape, count))
+        parts.append((e, data[offset : offset + e["nbytes"]], shape, count))
         offset += e["nbytes"]
     if offset != end:
         raise _fail(f"{end - offset} unexpected bytes after the payload")
     return meta, parts
 
 
-def model_from_compact_bytes(data: bytes, custom_objects: dict | None = None,
-                             max_elements: int = DEFAULT_MAX_ELEMENTS) -> keras.Model:
-    """Rebuild a model from ``.ssm`` bytes (see :func:`load_compact`)."""
-    meta, parts = _parse(bytes(data), max_elements)
-    arrays = [_decode_array(e, blob, shape, count) for e, blob, shape, count in parts]
-    try:
+def _deserialize(config: dict, custom_objects: dict | None) -> keras.Model:
+    try:  # on a copy: Keras pops entries of the config it is given
         model = keras.saving.deserialize_keras_object(
-            meta["model"], custom_objects=custom_objects, safe_mode=True)
+            copy.deepcopy(config), custom_objects=custom_objects, safe_mode=True
+        )
     except Exception as err:  # any failure to rebuild the architecture is a format error
         raise CompactFormatError(f"cannot rebuild the architecture: {err}") from err
     if not isinstance(model, keras.Model):
         raise _fail("the architecture is not a Keras model")
+    return model
+
+
+def _check_variables(model: keras.Model, parts: list[tuple[dict, bytes, tuple, int]]) -> None:
     variables = model.weights
-    if len(variables) != len(arrays):
-        raise _fail(f"the architecture has {len(variables)} variables, the file {len(arrays)}")
-    for v, a, (e, _, _, _) in zip(variables, arrays, parts, strict=True):
-        if tuple(v.shape) != a.shape or np.dtype(v.dtype).name != e["dtype"]:
-            raise _fail(f"variable {v.path!r} is {tuple(v.shape)} {v.dtype}, the file has "
-                        f"{a.shape} {e['dtype']}")
+    if len(variables) != len(parts):
+        raise _fail(f"the architecture has {len(variables)} variables, the file {len(parts)}")
+    for v, (e, _, shape, _) in zip(variables, parts, strict=True):
+        if tuple(v.shape) != shape or np.dtype(v.dtype).name != e["dtype"]:
+            raise _fail(
+                f"variable {v.path!r} is {tuple(v.shape)} {v.dtype}, the file has "
+                f"{shape} {e['dtype']}"
+            )
+
+
+def _probe_architecture(
+    config: dict, custom_objects: dict | None, parts: list[tuple[dict, bytes, tuple, int]]
+) -> None:
+    """Check the architecture's variables against the manifest without allocating them.
+
+    Building the architecture allocates (and initializes) every variable it declares, so a
+    few edited bytes (``"units": 20000000``) would cost gigabytes before the shape check.
+    Inside a ``keras.StatelessScope`` Keras defers that allocation; the deferred variables
+    are dropped from Keras' pending list afterwards so they are never initialized. Any other
+    failure to build is the file's error; only a layer that cannot be built in a stateless
+    scope (a stateful RNN) skips the probe, and the check after the real build still applies.
+    """
+    from keras.src.backend.common import global_state
+
+    pending = global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
+    before = len(pending)
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            probe = _deserialize(config, custom_objects)
+    except CompactFormatError as err:
+        if "stateless scope" in str(err.__cause__):
+            return  # the architecture needs eager variables: build it for real
+        raise
+    finally:
+        del pending[before:]
+    _check_variables(probe, parts)
+
+
+def model_from_compact_bytes(
+    data: bytes, custom_objects: dict | None = None, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> keras.Model:
+    """Rebuild a model from ``.ssm`` bytes (see :func:`load_compact`)."""
+    meta, parts = _parse(bytes(data), max_elements)
+    arrays = [_decode_array(e, blob, shape, count) for e, blob, shape, count in parts]
+    _probe_architecture(meta["model"], custom_objects, parts)
+    model = _deserialize(meta["model"], custom_objects)
+    variables = model.weights
+    _check_variables(model, parts)
     for v, a in zip(variables, arrays, strict=True):
         v.assign(a)
     return model
 
 
-def load_compact(path: str | os.PathLike[str], custom_objects: dict | None = None,
-                 max_elements: int = DEFAULT_MAX_ELEMENTS) -> keras.Model:
+def load_compact(
+    path: str | os.PathLike[str],
+    custom_objects: dict | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> keras.Model:
     """Load a ``.ssm`` file written by :func:`save_compact`.
 
     Args:
@@ -294,5 +375,4 @@ def load_compact(path: str | os.PathLike[str], custom_objects: dict | None = Non
     """
     with open(path, "rb") as f:
         data = f.read()
-    return model_from_compact_bytes(data, custom_objects=custom_objects,
-                                    max_elements=max_elements)
+    return model_from_compact_bytes(data, custom_objects=custom_objects, max_elements=max_elements)

@@ -20,8 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["is_ternary", "ternary_codes", "QuantizedInitializer", "quantize_onnx_ternary",
-           "onnx_dequantized_weights", "tflite_int8_weights"]
+__all__ = [
+    "is_ternary",
+    "ternary_codes",
+    "QuantizedInitializer",
+    "quantize_onnx_ternary",
+    "onnx_dequantized_weights",
+    "tflite_int8_weights",
+]
 
 _WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Conv": 1, "ConvTranspose": 1}
 
@@ -129,13 +135,18 @@ def quantize_onnx_ternary(model_proto, min_size: int = 16):
         codes = np.sign(arr).astype(np.int8)
         q_name, s_name, z_name = name + "_int8", name + "_scale", name + "_zero_point"
         graph.initializer.remove(tensor)
-        graph.initializer.extend([
-            numpy_helper.from_array(codes, q_name),
-            numpy_helper.from_array(np.array(c, dtype=np.float32), s_name),
-            numpy_helper.from_array(np.array(0, dtype=np.int8), z_name),
-        ])
-        new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [name],
-                                          name=name + "_dequantize"))
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(codes, q_name),
+                numpy_helper.from_array(np.array(c, dtype=np.float32), s_name),
+                numpy_helper.from_array(np.array(0, dtype=np.int8), z_name),
+            ]
+        )
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear", [q_name, s_name, z_name], [name], name=name + "_dequantize"
+            )
+        )
         done.append(QuantizedInitializer(name, tuple(arr.shape), c, int(np.count_nonzero(codes))))
     if new_nodes:
         old = list(graph.node)
@@ -186,6 +197,12 @@ def tflite_int8_weights(model_content: bytes) -> list[dict]:
             values = np.array(interp.get_tensor(d["index"]))
         except ValueError:  # not a constant tensor
             continue
-        out.append({"name": d["name"], "values": values, "scales": np.array(qp["scales"]),
-                    "axis": int(qp["quantized_dimension"])})
+        out.append(
+            {
+                "name": d["name"],
+                "values": values,
+                "scales": np.array(qp["scales"]),
+                "axis": int(qp["quantized_dimension"]),
+            }
+        )
     return out

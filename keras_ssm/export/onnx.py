@@ -15,7 +15,7 @@ import os
 import keras
 import numpy as np
 
-from keras_ssm.export._atomic import atomic_path
+from keras_ssm.atomic import atomic_path
 from keras_ssm.export._verify import (
     ExportResult,
     ExportVerificationError,
@@ -43,8 +43,13 @@ def _rename_outputs(proto, output_name: str) -> None:
         o.name = mapping[o.name]
 
 
-def onnx_bytes(model: keras.Model, opset: int = 17, input_name: str = "input",
-               output_name: str = "output", int8: bool = False):
+def onnx_bytes(
+    model: keras.Model,
+    opset: int = 17,
+    input_name: str = "input",
+    output_name: str = "output",
+    int8: bool = False,
+):
     """Convert ``model`` to an ``onnx.ModelProto`` (no file written, no verification).
 
     The input is named ``input_name`` with a dynamic batch dimension; outputs are named
@@ -61,7 +66,8 @@ def onnx_bytes(model: keras.Model, opset: int = 17, input_name: str = "input",
         raise RuntimeError(
             "ONNX export converts through tf2onnx and needs the TensorFlow backend "
             f"(the current Keras backend is {keras.backend.backend()!r}): save the model "
-            "(.keras or .ssm) and export it from a process with KERAS_BACKEND=tensorflow")
+            "(.keras or .ssm) and export it from a process with KERAS_BACKEND=tensorflow"
+        )
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -109,10 +115,17 @@ def _run_onnx(path: str, input_name: str, x: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(y) for y in sess.run(None, {input_name: x})]
 
 
-def to_onnx(model: keras.Model, path: str | os.PathLike[str], opset: int = 17,
-            input_name: str = "input", check: bool = True, int8: bool = False,
-            output_name: str = "output", rtol: float = 1e-5,
-            overwrite: bool = False) -> ExportResult:
+def to_onnx(
+    model: keras.Model,
+    path: str | os.PathLike[str],
+    opset: int = 17,
+    input_name: str = "input",
+    check: bool = True,
+    int8: bool = False,
+    output_name: str = "output",
+    rtol: float = 1e-5,
+    overwrite: bool = False,
+) -> ExportResult:
     """Export ``model`` to an ONNX file, verified against Keras before it is kept.
 
     The graph is converted with tf2onnx from a ``tf.function`` whose named ``tf.TensorSpec``
@@ -152,8 +165,9 @@ def to_onnx(model: keras.Model, path: str | os.PathLike[str], opset: int = 17,
     final = os.fspath(path)
     if not overwrite and os.path.lexists(final):
         raise FileExistsError(f"{final!r} already exists (pass overwrite=True to replace it)")
-    proto, quantized = onnx_bytes(model, opset=opset, input_name=input_name,
-                                  output_name=output_name, int8=int8)
+    proto, quantized = onnx_bytes(
+        model, opset=opset, input_name=input_name, output_name=output_name, int8=int8
+    )
     data = proto.SerializeToString()
     err = None
     with atomic_path(final, overwrite=overwrite) as tmp:
@@ -168,5 +182,6 @@ def to_onnx(model: keras.Model, path: str | os.PathLike[str], opset: int = 17,
                 if not e <= rtol:
                     raise ExportVerificationError(
                         f"ONNX export of {model.name!r} differs from Keras: max relative error "
-                        f"{e:.3g} > {rtol:g} (batch {batch}); nothing was written to {final!r}")
+                        f"{e:.3g} > {rtol:g} (batch {batch}); nothing was written to {final!r}"
+                    )
     return ExportResult(final, len(data), err, {"quantized": quantized, "opset": opset})

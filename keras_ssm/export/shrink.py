@@ -36,23 +36,65 @@ import numpy as np
 
 __all__ = ["shrink", "ShrinkReport", "LayerShrink", "ELEMENTWISE_ACTIVATIONS"]
 
-ELEMENTWISE_ACTIVATIONS = frozenset({
-    "linear", "relu", "relu6", "elu", "selu", "celu", "gelu", "sigmoid", "hard_sigmoid",
-    "tanh", "softplus", "softsign", "silu", "swish", "hard_silu", "hard_swish", "exponential",
-    "leaky_relu", "mish", "log_sigmoid", "hard_tanh", "squareplus", "sparse_plus",
-    "tanh_shrink", "soft_shrink", "hard_shrink",
-})
+ELEMENTWISE_ACTIVATIONS = frozenset(
+    {
+        "linear",
+        "relu",
+        "relu6",
+        "elu",
+        "selu",
+        "celu",
+        "gelu",
+        "sigmoid",
+        "hard_sigmoid",
+        "tanh",
+        "softplus",
+        "softsign",
+        "silu",
+        "swish",
+        "hard_silu",
+        "hard_swish",
+        "exponential",
+        "leaky_relu",
+        "mish",
+        "log_sigmoid",
+        "hard_tanh",
+        "squareplus",
+        "sparse_plus",
+        "tanh_shrink",
+        "soft_shrink",
+        "hard_shrink",
+    }
+)
 
 _L = keras.layers
 _DENSE = (_L.Dense,)
 _CONV = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
-_IDENTITY = (_L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D, _L.SpatialDropout3D,
-             _L.GaussianNoise, _L.GaussianDropout, _L.AlphaDropout, _L.ActivityRegularization,
-             _L.Identity)
-_POOL = (_L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D, _L.AveragePooling1D,
-         _L.AveragePooling2D, _L.AveragePooling3D, _L.GlobalAveragePooling1D,
-         _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D, _L.GlobalMaxPooling1D,
-         _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D)
+_IDENTITY = (
+    _L.Dropout,
+    _L.SpatialDropout1D,
+    _L.SpatialDropout2D,
+    _L.SpatialDropout3D,
+    _L.GaussianNoise,
+    _L.GaussianDropout,
+    _L.AlphaDropout,
+    _L.ActivityRegularization,
+    _L.Identity,
+)
+_POOL = (
+    _L.MaxPooling1D,
+    _L.MaxPooling2D,
+    _L.MaxPooling3D,
+    _L.AveragePooling1D,
+    _L.AveragePooling2D,
+    _L.AveragePooling3D,
+    _L.GlobalAveragePooling1D,
+    _L.GlobalAveragePooling2D,
+    _L.GlobalAveragePooling3D,
+    _L.GlobalMaxPooling1D,
+    _L.GlobalMaxPooling2D,
+    _L.GlobalMaxPooling3D,
+)
 _ACT = (_L.ReLU, _L.ELU, _L.LeakyReLU)
 _OUT = "__output__"
 
@@ -82,8 +124,10 @@ class ShrinkReport:
         rows = [f"{'layer':<24}{'units':>14}{'no-in':>7}{'no-out':>7}  bias"]
         for e in self.layers:
             bias = "added+folded" if e.bias_added else ("folded" if e.bias_folded else "")
-            rows.append(f"{e.name:<24}{e.units_before:>6} -> {e.units_after:<6}"
-                        f"{e.removed_no_input:>6}{e.removed_no_output:>7}  {bias}")
+            rows.append(
+                f"{e.name:<24}{e.units_before:>6} -> {e.units_after:<6}"
+                f"{e.removed_no_input:>6}{e.removed_no_output:>7}  {bias}"
+            )
         rows.append(f"params: {self.params_before} -> {self.params_after}")
         return "\n".join(rows)
 
@@ -190,8 +234,11 @@ def _chains(model: keras.Model) -> list[_Chain]:
     by_name = {layer.name: layer for layer in model.layers}
     chains = []
     for p in model.layers:
-        if (not _is_matmul(p) or p.name in shared
-                or _activation_name(p.activation) not in ELEMENTWISE_ACTIVATIONS):
+        if (
+            not _is_matmul(p)
+            or p.name in shared
+            or _activation_name(p.activation) not in ELEMENTWISE_ACTIVATIONS
+        ):
             continue
         path, cur = [], p.name
         while True:
@@ -266,8 +313,12 @@ def _bn_slice(layer, weights: list[np.ndarray], keep: np.ndarray) -> list[np.nda
     return [a[keep] for a in weights]
 
 
-def _step(chain: _Chain, w: dict[str, list[np.ndarray]], entries: dict[str, LayerShrink],
-          added_bias: dict[str, bool]) -> bool:
+def _step(
+    chain: _Chain,
+    w: dict[str, list[np.ndarray]],
+    entries: dict[str, LayerShrink],
+    added_bias: dict[str, bool],
+) -> bool:
     """Remove what can be removed between one producer and its consumer; True if changed."""
     p, q = chain.producer, chain.consumer
     pk = w[p.name][0]
@@ -313,7 +364,7 @@ def _step(chain: _Chain, w: dict[str, list[np.ndarray]], entries: dict[str, Laye
     # path: BatchNorm parameters follow the channel positions
     for layer in chain.path:
         if type(layer) is _L.BatchNormalization:
-            sub_idx, _ = _index_map(_Chain(p, chain.path[:chain.path.index(layer)], q), channels)
+            sub_idx, _ = _index_map(_Chain(p, chain.path[: chain.path.index(layer)], q), channels)
             w[layer.name] = _bn_slice(layer, w[layer.name], np.sort(sub_idx[:, keep].ravel()))
     # consumer: fold constants into the bias, drop input rows
     q_w = w[q.name]
@@ -356,7 +407,8 @@ def shrink(model: keras.Model, max_iterations: int = 100) -> tuple[keras.Model, 
     if not model.built:
         raise ValueError("the model must be built")
     if not isinstance(model, keras.Sequential) and not any(
-            c.__name__ == "Functional" for c in type(model).__mro__):
+        c.__name__ == "Functional" for c in type(model).__mro__
+    ):
         raise TypeError("shrink supports Sequential and functional models only")
     chains = _chains(model)
     w = {layer.name: [np.array(a) for a in layer.get_weights()] for layer in model.layers}
@@ -392,7 +444,8 @@ def shrink(model: keras.Model, max_iterations: int = 100) -> tuple[keras.Model, 
         if w.get(layer.name):
             layer.set_weights(w[layer.name])
     report = ShrinkReport(
-        layers=[e for e in entries.values()
-                if e.units_after != e.units_before or e.bias_folded],
-        params_before=before, params_after=_count(w))
+        layers=[e for e in entries.values() if e.units_after != e.units_before or e.bias_folded],
+        params_before=before,
+        params_after=_count(w),
+    )
     return new, report

@@ -19,7 +19,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_ssm.export._atomic import atomic_path
+from keras_ssm.atomic import atomic_path
 from keras_ssm.export._verify import (
     ExportResult,
     ExportVerificationError,
@@ -51,8 +51,9 @@ def tflite_bytes(model: keras.Model, sparse: bool = True, int8: bool = False) ->
     return converter.convert()
 
 
-def run_tflite(model_path_or_bytes: str | bytes, x: np.ndarray,
-               default_delegates: bool = True) -> list[np.ndarray]:
+def run_tflite(
+    model_path_or_bytes: str | bytes, x: np.ndarray, default_delegates: bool = True
+) -> list[np.ndarray]:
     """Run a single-input TFLite model on ``x`` (any batch size) with the LiteRT interpreter.
 
     ``default_delegates=False`` runs LiteRT's builtin kernels without the XNNPACK delegate
@@ -60,8 +61,11 @@ def run_tflite(model_path_or_bytes: str | bytes, x: np.ndarray,
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    kw = {} if default_delegates else {
-        "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    kw = (
+        {}
+        if default_delegates
+        else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    )
     if isinstance(model_path_or_bytes, bytes):
         interp = Interpreter(model_content=model_path_or_bytes, **kw)
     else:
@@ -74,9 +78,15 @@ def run_tflite(model_path_or_bytes: str | bytes, x: np.ndarray,
     return [np.array(interp.get_tensor(o["index"])) for o in interp.get_output_details()]
 
 
-def to_tflite(model: keras.Model, path: str | os.PathLike[str], sparse: bool = True,
-              int8: bool = False, check: bool = True, rtol: float | None = None,
-              overwrite: bool = False) -> ExportResult:
+def to_tflite(
+    model: keras.Model,
+    path: str | os.PathLike[str],
+    sparse: bool = True,
+    int8: bool = False,
+    check: bool = True,
+    rtol: float | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
     """Export ``model`` to a ``.tflite`` file, verified with LiteRT before it is kept.
 
     The flatbuffer is written to a temporary file in the destination directory, run with
@@ -107,9 +117,12 @@ def to_tflite(model: keras.Model, path: str | os.PathLike[str], sparse: bool = T
     data = tflite_bytes(model, sparse=sparse, int8=int8)
     delegates = not (int8 and sparse)
     if not delegates:
-        warnings.warn("a sparse int8 TFLite model does not run with LiteRT's default XNNPACK "
-                      "delegate; run it without default delegates or export with sparse=False",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            "a sparse int8 TFLite model does not run with LiteRT's default XNNPACK "
+            "delegate; run it without default delegates or export with sparse=False",
+            UserWarning,
+            stacklevel=2,
+        )
     err = None
     with atomic_path(final, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as f:
@@ -124,6 +137,8 @@ def to_tflite(model: keras.Model, path: str | os.PathLike[str], sparse: bool = T
                     raise ExportVerificationError(
                         f"TFLite export of {model.name!r} differs from Keras: max relative "
                         f"error {e:.3g} > {tol:g} (batch {batch}); nothing was written to "
-                        f"{final!r}")
-    return ExportResult(final, len(data), err, {"sparse": sparse, "int8": int8,
-                                                "default_delegates_ok": delegates})
+                        f"{final!r}"
+                    )
+    return ExportResult(
+        final, len(data), err, {"sparse": sparse, "int8": int8, "default_delegates_ok": delegates}
+    )

@@ -1,5 +1,7 @@
 """Atomic file writes: write to a temporary file beside the target, rename on success.
 
+Every file keras_ssm writes goes through here, so it is complete or absent.
+
 Example:
     >>> import os, tempfile
     >>> d = tempfile.mkdtemp()
@@ -17,7 +19,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 
 def _remove_quietly(path: str) -> None:
@@ -47,8 +49,9 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
         raise FileExistsError(f"{final!r} already exists (pass overwrite=True to replace it)")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"directory {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".", suffix=".tmp",
-                               dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(final) + ".", suffix=".tmp", dir=directory
+    )
     os.close(fd)
     try:
         yield tmp
@@ -86,3 +89,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, overwrite: boo
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, overwrite: bool = True) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder; replaces by default."""
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
