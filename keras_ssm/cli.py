@@ -228,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             recipes.make_optimizer(recipe, steps),
             "sparse_categorical_crossentropy",
             metrics=["accuracy"],
-            jit_compile=args.jit,
+            jit_compile=args.strategy == "none" if args.jit is None else args.jit,
         )
     callbacks = recipes.make_callbacks(recipe)
     if mask is not None:
@@ -426,7 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(int, "limit", 0),
         help="use only the first N training and test examples (quick runs)",
     )
-    train.add_argument("--jit", action="store_true", help="compile the train step with XLA")
+    train.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the train step with XLA (default: on, unless --strategy is used; the "
+        "mask's elementwise ops then fuse, about 2x faster on CPU)",
+    )
     train.add_argument(
         "--deterministic",
         action="store_true",
