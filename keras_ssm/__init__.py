@@ -45,8 +45,8 @@ __all__ = [
     "supermask",
 ]
 
-# Heavier rooms load on first use: keras_ssm.data, .models, .recipes, .export, .analysis, .cli
-_LAZY = ("data", "models", "recipes", "export", "analysis", "cli")
+# Heavier rooms load on first use: keras_ssm.data, .models, .recipes, .export, .analysis, ..., .cli
+_LAZY = ("data", "models", "recipes", "export", "analysis", "report", "plots", "distributed", "cli")
 
 
 def __getattr__(name: str) -> Any:
