@@ -157,10 +157,11 @@ def _runner(art: Artifact, x: np.ndarray, threads: int) -> Any:
 
 
 def _scores(art: Artifact, x: np.ndarray, threads: int) -> np.ndarray:
-    from keras_ssm.export.commands import keras_scores, load_compact_model
+    from keras_ssm.export import load_compact
+    from keras_ssm.export.commands import keras_scores
 
     if art.runtime == "keras":
-        return keras_scores(load_compact_model(art.path), x)
+        return keras_scores(load_compact(art.path), x)
     parts = []
     for i in range(0, len(x), 500):
         parts.append(np.array(_runner(art, np.ascontiguousarray(x[i : i + 500]), threads)()))

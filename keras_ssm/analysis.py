@@ -36,6 +36,7 @@ import keras
 import numpy as np
 
 from keras_ssm.atomic import atomic_write_text
+from keras_ssm.stats import with_totals
 from keras_ssm.wrap import masked_layers
 
 __all__ = [
@@ -248,14 +249,7 @@ def model_stats(model: keras.Model) -> dict[str, Any]:
             dead = dead | ~feeds
         row["dead_units"] = int(np.sum(dead))
         rows.append(row)
-    totals = {key: sum(row[key] for row in rows) for key in ("total", "kept", "hidden", "inverted")}
-    nonzero = totals["kept"] + totals["inverted"]
-    return {
-        "layers": rows,
-        **totals,
-        "remaining": nonzero / totals["total"],
-        "flipped": totals["inverted"] / nonzero if nonzero else 0.0,
-    }
+    return with_totals(rows)
 
 
 # ----------------------------------------------------------------------------- maps

@@ -19,7 +19,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "place"]
 
 
 def _remove_quietly(path: str) -> None:
@@ -55,23 +55,36 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
     os.close(fd)
     try:
         yield tmp
-        if overwrite:
-            os.replace(tmp, final)
-        else:
-            try:
-                os.link(tmp, final)  # atomic "create only if absent"
-            except FileExistsError:
-                raise FileExistsError(
-                    f"{final!r} already exists (pass overwrite=True to replace it)"
-                ) from None
-            except OSError:  # file system without hard links
-                if os.path.lexists(final):
-                    raise FileExistsError(
-                        f"{final!r} already exists (pass overwrite=True to replace it)"
-                    ) from None
-                os.replace(tmp, final)
+        place(tmp, final, overwrite=overwrite)
     finally:
         _remove_quietly(tmp)
+
+
+def place(
+    src: str | os.PathLike[str], path: str | os.PathLike[str], overwrite: bool = False
+) -> None:
+    """Move the finished file ``src`` to ``path`` in one step (same file system).
+
+    Without ``overwrite`` an existing ``path`` is never replaced: ``FileExistsError`` names it.
+    """
+    src, final = os.fspath(src), os.fspath(path)
+    if overwrite:
+        os.replace(src, final)
+        return
+    try:
+        os.link(src, final)  # atomic "create only if absent"
+    except FileExistsError:
+        raise FileExistsError(
+            f"{final!r} already exists (pass overwrite=True to replace it)"
+        ) from None
+    except OSError:  # file system without hard links
+        if os.path.lexists(final):
+            raise FileExistsError(
+                f"{final!r} already exists (pass overwrite=True to replace it)"
+            ) from None
+        os.replace(src, final)
+        return
+    _remove_quietly(src)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, overwrite: bool = False) -> None:

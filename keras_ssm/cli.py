@@ -51,7 +51,6 @@ def atomic_save_model(model: Any, path: Path) -> None:
 
 
 def _versions() -> dict[str, str]:
-    import keras
     import numpy
 
     import keras_ssm
@@ -70,8 +69,6 @@ def _versions() -> dict[str, str]:
 
 
 def _hardware() -> str:
-    import keras
-
     if keras.backend.backend() == "jax":
         import jax
 
@@ -169,8 +166,6 @@ def _prepare_out(out: Path, force: bool) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    import keras
-
     import keras_ssm
     from keras_ssm import data, models, recipes
 
@@ -321,8 +316,6 @@ def _write_history(path: Path, history: dict[str, list[float]]) -> None:
 
 # ----------------------------------------------------------------------------- eval / summary
 def _load_run(run: str) -> tuple[Path, Any, dict[str, Any]]:
-    import keras
-
     import keras_ssm  # noqa: F401  (registers the masked layers)
 
     path = Path(run)

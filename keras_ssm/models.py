@@ -40,6 +40,7 @@ import keras
 from keras_ssm import initializers as ssm_initializers
 from keras_ssm import masks
 from keras_ssm.layers import MaskedConv2D, MaskedDense, is_masked
+from keras_ssm.wrap import iter_layers
 
 __all__ = [
     "BATCHNORM",
@@ -94,19 +95,12 @@ def kernel_count(model: keras.Model) -> int:
     For a masked layer this is its number of mask entries; BatchNorm variables are not counted.
     """
     total = 0
-    for layer in _iter_layers(model):
+    for layer in iter_layers(model):
         if is_masked(layer):
             total += math.prod(layer.scores.shape)
         elif isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
             total += math.prod(layer.kernel.shape)
     return int(total)
-
-
-def _iter_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    found = []
-    for layer in model.layers:
-        found += _iter_layers(layer) if isinstance(layer, keras.Model) else [layer]
-    return found
 
 
 # ----------------------------------------------------------------------------- layer factory

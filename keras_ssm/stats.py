@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_ssm.wrap import iter_layers, masked_layers
 
-__all__ = ["mask_stats", "summary", "MaskStatsCallback", "ternary_entropy_bits"]
+__all__ = ["MaskStatsCallback", "mask_stats", "summary", "ternary_entropy_bits", "with_totals"]
 
 
 def _mask_array(layer: keras.layers.Layer) -> np.ndarray:
@@ -54,6 +54,11 @@ def mask_stats(model: keras.Model) -> dict[str, Any]:
         )
     if not rows:
         raise ValueError(f"Model {model.name!r} has no masked layers; see keras_ssm.supermask().")
+    return with_totals(rows)
+
+
+def with_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"layers": rows}`` plus the counts summed over the rows, ``remaining`` and ``flipped``."""
     totals = {key: sum(row[key] for row in rows) for key in ("total", "kept", "inverted", "hidden")}
     nonzero = totals["kept"] + totals["inverted"]
     return {
@@ -86,7 +91,8 @@ def summary(model: keras.Model, print_fn: Callable[[str], Any] | None = None) ->
     ternary form at its entropy (plus 32 bits for the layer's scale), its size in bytes, and the
     compression against fp32.  Layers without masks that hold weights are listed as fp32.
     """
-    stats = {row["name"]: row for row in mask_stats(model)["layers"]}
+    overall = mask_stats(model)
+    stats = {row["name"]: row for row in overall["layers"]}
     header = ("Layer", "Type", "Params", "Remaining", "Inverted", "Bits/w", "Ternary", "x fp32")
     lines: list[tuple[str, ...]] = []
     total_params = total_bits = 0.0
@@ -122,7 +128,6 @@ def summary(model: keras.Model, print_fn: Callable[[str], Any] | None = None) ->
                 f"{32 * params / bits:.1f}x",
             )
         )
-    overall = mask_stats(model)
     lines.append(
         (
             "Total",

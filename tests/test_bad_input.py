@@ -171,10 +171,6 @@ def _load_ssm(ctx: Ctx, blob: bytes, name: str = "m.ssm") -> Any:
     return load_compact(ctx.file(name, blob))
 
 
-def _nan_inf_check(kind: str) -> None:
-    raise NotImplementedError(kind)
-
-
 # ----------------------------------------------------------------------------- the table
 SYS_EXIT = "argparse"  # expected: SystemExit(2) from argparse, before any command runs
 EXIT_2 = "exit 2"  # expected: cli.main returns 2 with one error line

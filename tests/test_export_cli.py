@@ -13,7 +13,7 @@ from fixtures import write_mnist
 
 import keras_ssm
 from keras_ssm.cli import UsageError
-from keras_ssm.export import commands
+from keras_ssm.export import commands, load_compact
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="ONNX/LiteRT export converts through TensorFlow"
@@ -77,7 +77,7 @@ def test_export_writes_every_format_and_they_match_keras(exported: Path) -> None
     np.testing.assert_allclose(
         commands.litert_predict(out / "model.tflite", x), want, rtol=1e-5, atol=1e-6
     )
-    reloaded = commands.load_compact_model(out / "model.ssm")
+    reloaded = load_compact(out / "model.ssm")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(x)), want, rtol=1e-6, atol=1e-7)
     report = json.loads((out / "export.json").read_text())
     assert report["formats"] == ["onnx", "litert", "compact"] and report["shrink"]

@@ -53,7 +53,6 @@ __all__ = [
     "file_sizes",
     "litert_latency",
     "litert_predict",
-    "load_compact_model",
     "onnx_predict",
     "ort_latency",
     "register",
@@ -156,16 +155,13 @@ def _publish(staged: Path, dest: Path, names: Sequence[str], overwrite: bool) ->
         clash = [n for n in names if (dest / n).exists()]
         if clash:
             raise _usage_error(f"{dest} already holds {', '.join(clash)}; pass --force")
+    from keras_ssm.atomic import place
+
     for name in names:
-        src, dst = staged / name, dest / name
-        if overwrite:
-            os.replace(src, dst)
-        else:
-            try:
-                os.link(src, dst)  # atomic "create only if absent"
-            except FileExistsError:
-                raise _usage_error(f"{dst} appeared meanwhile; pass --force") from None
-            os.remove(src)
+        try:
+            place(staged / name, dest / name, overwrite=overwrite)
+        except FileExistsError:
+            raise _usage_error(f"{dest / name} appeared meanwhile; pass --force") from None
     for name in names:  # mkstemp made them 0600; give them the usual permissions
         with contextlib.suppress(OSError):
             os.chmod(dest / name, 0o666 & ~_umask())
@@ -286,30 +282,6 @@ def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def load_compact_model(path: str | os.PathLike[str]) -> Any:
-    """:func:`keras_ssm.export.load_compact`, working around a bug in ``compact.py``.
-
-    ``model_from_compact_bytes`` deserializes the same architecture dict twice (a stateless
-    probe, then the real build), and ``keras.saving.deserialize_keras_object`` empties a
-    functional model's ``config`` in place, so the second build of e.g. ``models.fcn`` fails.
-    Handing Keras a deep copy each time avoids it (harmless once compact.py copies itself).
-    """
-    import copy
-
-    from keras_ssm.export import compact
-
-    original = compact._deserialize
-
-    def copying(config: dict, custom_objects: dict | None) -> Any:
-        return original(copy.deepcopy(config), custom_objects)
-
-    compact._deserialize = copying
-    try:
-        return compact.load_compact(path)
-    finally:
-        compact._deserialize = original
-
-
 class _Checked:
     """A minimal ``ExportResult``-like record for the compact format."""
 
@@ -320,11 +292,11 @@ class _Checked:
 
 def _save_compact_checked(model: Any, path: Path, x: np.ndarray) -> _Checked:
     """Write ``model`` as ``.ssm`` and check that the reloaded model gives the same outputs."""
-    from keras_ssm.export import ExportVerificationError, save_compact
+    from keras_ssm.export import ExportVerificationError, load_compact, save_compact
     from keras_ssm.export._verify import keras_outputs, max_rel_error
 
     save_compact(model, path)
-    err = max_rel_error(keras_outputs(load_compact_model(path), x), keras_outputs(model, x))
+    err = max_rel_error(keras_outputs(load_compact(path), x), keras_outputs(model, x))
     if not err <= 1e-6:
         path.unlink(missing_ok=True)
         raise ExportVerificationError(f"the .ssm file does not reproduce the model ({err:.3g})")
@@ -478,6 +450,8 @@ def keras_scores(model: Any, x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     """``ssm bench``: accuracy, sizes and latency of a run's exported artifacts."""
+    from keras_ssm.export import load_compact
+
     if args.runs < 50:
         raise _usage_error(f"--runs must be at least 50; got {args.runs}")
     if args.limit is not None and args.limit < 1:
@@ -541,7 +515,7 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
             }
         else:
             entry["runtime"] = "keras (load_compact)"
-            scores = keras_scores(load_compact_model(path), x)
+            scores = keras_scores(load_compact(path), x)
             lat = {}
         pred = np.argmax(scores, axis=-1)
         entry["accuracy"] = float(np.mean(pred == y))
