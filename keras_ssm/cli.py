@@ -100,13 +100,15 @@ def _number(
 
 # ----------------------------------------------------------------------------- train
 class HistoryLog(keras.callbacks.Callback):
-    """Keeps every epoch's logs (also across a resume) in a JSON file, rewritten atomically."""
+    """Keeps every epoch's logs (also across a resume) in a JSON file, rewritten atomically,
+    with each epoch's wall seconds (training and validation) as ``epoch_time_s``."""
 
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
         self.history: dict[str, list[float]] = {}
         self.resumed_epochs = 0
+        self._epoch_start = 0.0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         done = int(getattr(self.model, "_initial_epoch", None) or 0)  # set by BackupAndRestore
@@ -114,8 +116,12 @@ class HistoryLog(keras.callbacks.Callback):
             self.history = {k: v[:done] for k, v in json.loads(self.path.read_text()).items()}
             self.resumed_epochs = done
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        for key, value in (logs or {}).items():
+        logs = {**(logs or {}), "epoch_time_s": time.perf_counter() - self._epoch_start}
+        for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
         if self.path.parent.is_dir():
             atomic_write_text(self.path, json.dumps(self.history))
@@ -168,6 +174,7 @@ def _prepare_out(out: Path, force: bool) -> None:
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     import keras_ssm
     from keras_ssm import data, models, recipes
+    from keras_ssm.training import policy_scope, resolve_jit, resolve_precision
 
     out = Path(args.out)
     _prepare_out(out, args.force)
@@ -212,6 +219,50 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         limit=args.limit,
     )
     test = data.load(dataset, "test", batch_size=512, data_dir=args.data_dir, limit=args.limit)
+    precision = resolve_precision(args.precision)
+    jit = resolve_jit(args.jit)
+    with policy_scope(precision):
+        metrics = _fit(args, out, recipe, mask, info, strategy, backup, train, steps, test, jit)
+    metrics["precision"] = precision
+    metrics["jit_compile"] = jit
+    model = metrics.pop("_model")
+    # What is reported and deployed computes in float32 (fold: exact float32 w0 * M).
+    deployed = keras_ssm.fold(model)
+    deployed.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    test_loss, test_accuracy = deployed.evaluate(test, verbose=0)
+    metrics["test_accuracy"], metrics["test_loss"] = float(test_accuracy), float(test_loss)
+    if mask is not None:
+        stats = keras_ssm.mask_stats(model)
+        metrics.update(
+            remaining=stats["remaining"], flipped=stats["flipped"], layers=stats["layers"]
+        )
+    _write_history(out / "history.csv", metrics.pop("_history"))
+    atomic_save_model(model, out / "model.keras")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+    line = f"test accuracy {test_accuracy:.4f}"
+    if mask is not None:
+        line += f", remaining {metrics['remaining']:.4%}"
+    wall = metrics["wall_time_s"]
+    print(f"{line}; {wall:.0f} s; wrote {out}/model.keras, metrics.json, history.csv")
+    return metrics
+
+
+def _fit(
+    args: argparse.Namespace,
+    out: Path,
+    recipe: Any,
+    mask: str | None,
+    info: dict[str, Any],
+    strategy: Any,
+    backup: Path,
+    train: Any,
+    steps: int,
+    test: Any,
+    jit: bool | str,
+) -> dict[str, Any]:
+    import keras_ssm
+    from keras_ssm import models, recipes
+
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = models.get(
             args.model,
@@ -223,7 +274,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             recipes.make_optimizer(recipe, steps),
             "sparse_categorical_crossentropy",
             metrics=["accuracy"],
-            jit_compile=args.strategy == "none" if args.jit is None else args.jit,
+            jit_compile=jit,
         )
     callbacks = recipes.make_callbacks(recipe)
     if mask is not None:
@@ -272,10 +323,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {
         "model": args.model,
-        "dataset": dataset,
+        "dataset": info["name"],
         "mask": mask or "none",
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
+        "test_accuracy": None,  # the float32 folded model's, filled in by the caller
+        "test_loss": None,
+        "test_accuracy_training_precision": float(test_accuracy),
+        "test_loss_training_precision": float(test_loss),
         "epochs": epochs_run,
         "seed": args.seed,
         "wall_time_s": round(wall, 2),
@@ -287,19 +340,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "recipe": dataclasses.asdict(recipe),
         "config": {k: v for k, v in vars(args).items() if k != "func"},
         "params": int(model.count_params()),
+        "_model": model,
+        "_history": history,
     }
-    if mask is not None:
-        stats = keras_ssm.mask_stats(model)
-        metrics.update(
-            remaining=stats["remaining"], flipped=stats["flipped"], layers=stats["layers"]
-        )
-    _write_history(out / "history.csv", history)
-    atomic_save_model(model, out / "model.keras")
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
-    line = f"test accuracy {test_accuracy:.4f}"
-    if mask is not None:
-        line += f", remaining {metrics['remaining']:.4%}"
-    print(f"{line}; {wall:.0f} s; wrote {out}/model.keras, metrics.json, history.csv")
     return metrics
 
 
@@ -368,6 +411,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from keras_ssm import recipes
+    from keras_ssm.training.precision import PRECISIONS
 
     parser = argparse.ArgumentParser(prog="ssm", description="Signed supermasks for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -423,8 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--jit",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="compile the train step with XLA (default: on, unless --strategy is used; the "
-        "mask's elementwise ops then fuse, about 2x faster on CPU)",
+        help="force XLA compilation of the train step on (--jit) or off (--no-jit); default: "
+        "Keras' choice (no XLA on a TensorFlow CPU, where oneDNN is faster)",
+    )
+    train.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="training precision; auto: bfloat16 mixed precision on a CPU with AMX/AVX512-BF16 "
+        "(TensorFlow), else float32. Reported accuracy is always the float32 folded model's",
     )
     train.add_argument(
         "--deterministic",

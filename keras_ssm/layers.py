@@ -88,6 +88,7 @@ class MaskedLayerMixin:
             regularizer=self.score_regularizer,
             constraint=self.score_constraint,
             trainable=True,
+            autocast=False,  # the mask is always computed from the float32 scores
         )
         self.mask_state = self.mask.build(self, self.scores)
 
@@ -102,10 +103,15 @@ class MaskedLayerMixin:
 
     @property
     def kernel(self) -> Any:
+        """``w0 * M`` in the layer's compute dtype inside a call (mixed precision autocasts
+        ``w0``), in float32 outside.  ``M`` comes from the float32 scores and threshold, so
+        it is the mask :func:`keras_ssm.fold` and :func:`keras_ssm.mask_stats` see; with
+        ``M`` in {-1, 0, 1}, ``cast(w0) * M`` equals ``cast(w0 * M)`` exactly."""
         if not self.built:
             raise AttributeError("You must build the layer before accessing `kernel`.")
         mask_values = self.compute_mask_values(training=getattr(self, "_mask_training", None))
-        return ops.multiply(self._kernel, ops.cast(mask_values, self._kernel.dtype))
+        w0 = ops.convert_to_tensor(self._kernel)  # autocast inside a mixed-precision call
+        return ops.multiply(w0, ops.cast(mask_values, w0.dtype))
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         self._mask_training = training

@@ -119,7 +119,11 @@ class SignedMask(Mask):
     def build(self, layer: keras.layers.Layer, scores: keras.Variable) -> dict[str, Any]:
         tau = self.threshold * float(ops.convert_to_numpy(ops.max(ops.abs(scores.value))))
         var = layer.add_weight(
-            name="tau", shape=(), initializer=keras.initializers.Constant(tau), trainable=False
+            name="tau",
+            shape=(),
+            initializer=keras.initializers.Constant(tau),
+            trainable=False,
+            autocast=False,  # compared with the float32 scores, never a bfloat16 copy
         )
         return {"tau": var}
 

@@ -22,7 +22,14 @@ from keras import ops
 from keras_ssm import masks
 from keras_ssm.layers import MASKED_LAYERS, is_masked
 
-__all__ = ["supermask", "fold", "iter_layers", "masked_layers", "UnsupportedLayerError"]
+__all__ = [
+    "supermask",
+    "fold",
+    "to_float32",
+    "iter_layers",
+    "masked_layers",
+    "UnsupportedLayerError",
+]
 
 LayerFilter = Callable[[keras.layers.Layer], bool] | Iterable[str] | None
 
@@ -40,6 +47,19 @@ _KERNEL_ONLY_KEYS = (
     "lora_alpha",
     "quantization_config",
 )
+
+
+# Training-only dtype policies: what is deployed (folded, exported, evaluated) computes in float32.
+_LOW_PRECISION_POLICIES = ("mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
+
+
+def _float32_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with a mixed / half-precision ``dtype`` policy replaced by float32."""
+    dtype = config.get("dtype")
+    name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+    if name in _LOW_PRECISION_POLICIES:
+        return {**config, "dtype": "float32"}
+    return config
 
 
 class UnsupportedLayerError(ValueError):
@@ -181,20 +201,43 @@ def supermask(
     return new_model
 
 
+def to_float32(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` (masked or not) whose layers compute in float32.
+
+    A model trained under a ``mixed_bfloat16`` (or ``mixed_float16``) policy gives exactly its
+    float32 variables to the copy; the copy is what evaluation and export compare against.
+    Layers with any other policy keep it.
+    """
+    _check_graph_model(model, "to_float32")
+    pairs: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        new = type(layer).from_config(_float32_config(layer.get_config()))
+        pairs.append((layer, new))
+        return new
+
+    new_model = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    for old, new in pairs:
+        new.set_weights(old.get_weights())
+    return new_model
+
+
 def fold(model: keras.Model) -> keras.Model:
     """A copy of ``model`` made of stock Keras layers whose kernels are ``w0 * M``.
 
     The result has no scores, loads without keras_ssm installed, and gives the same outputs
-    (masks evaluated in inference mode; a binary mask is ``sigmoid(s) > 0.5``).
+    (masks evaluated in inference mode; a binary mask is ``sigmoid(s) > 0.5``).  It always
+    computes in float32, also for a model trained under a mixed-precision policy: its kernels
+    are the exact float32 products ``w0 * M``.
     """
     _check_graph_model(model, "fold")
     pairs: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         if is_masked(layer):
-            new = layer.stock_class.from_config(layer.stock_config())
+            new = layer.stock_class.from_config(_float32_config(layer.stock_config()))
         else:
-            new = type(layer).from_config(layer.get_config())
+            new = type(layer).from_config(_float32_config(layer.get_config()))
         pairs.append((layer, new))
         return new
 
