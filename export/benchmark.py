@@ -54,39 +54,22 @@ def _run(cmd: list[str], log: Path | None = None) -> None:
         raise SystemExit(f"command failed ({proc.returncode}); see {log}")
 
 
-def _ssm(*argv: str) -> None:
-    """Run an ``ssm export`` subcommand in this process (parser built with ``register``)."""
-    from keras_ssm.export.commands import register
+def _export(run: Path, out_dir: Path, formats: str, **options: Any) -> None:
+    """``keras_ssm.export.export_run`` into ``out_dir`` (replacing what is there)."""
+    from keras_ssm.export import export_run
 
-    parser = argparse.ArgumentParser(prog="ssm")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    args.func(args)
+    export_run(run, formats, out_dir=out_dir, overwrite=True, progress=print, **options)
 
 
 def _ensure_trained(a: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     dense, tfmot = work / "fcn_dense", work / "fcn_tfmot"
     if a.retrain or not (dense / "metrics.json").is_file():
-        cmd = [
-            sys.executable,
-            "-m",
-            "keras_ssm.cli",
-            "train",
-            "--model",
-            "fcn",
-            "--mask",
-            "none",
-            "--jit",
-            "--verbose",
-            "2",
-            "--epochs",
-            str(a.dense_epochs),
-            "--out",
-            str(dense),
-        ]
-        if a.retrain:
-            cmd.append("--force")
-        _run(cmd, work / "fcn_dense.log")
+        import keras_ssm
+
+        print(f"$ keras_ssm.train('fcn', mask=None, epochs={a.dense_epochs}, out={dense})")
+        keras_ssm.train(
+            "fcn", mask=None, epochs=a.dense_epochs, out=dense, overwrite=a.retrain, verbose=2
+        )
     if a.retrain or not (tfmot / "metrics.json").is_file():
         cmd = [
             sys.executable,
@@ -123,18 +106,18 @@ class Artifact:
 
 
 def _session(path: Path, threads: int) -> Any:
-    from keras_ssm.export.commands import _ort_session
+    from keras_ssm.export.runtime import ort_session
 
-    return _ort_session(path, threads)
+    return ort_session(path, threads=threads)
 
 
 def _runner(art: Artifact, x: np.ndarray, threads: int) -> Any:
     """A zero-argument function running ``art`` on ``x`` and returning the scores."""
-    from keras_ssm.export.commands import _litert, _litert_run
+    from keras_ssm.export.runtime import litert_interpreter, litert_run
 
     if art.runtime == "litert":
-        interp = _litert(art.path, threads)
-        _litert_run(interp, x)
+        interp = litert_interpreter(art.path, threads)
+        litert_run(interp, x)
         (inp,) = interp.get_input_details()
         out = interp.get_output_details()[0]["index"]
 
@@ -158,7 +141,7 @@ def _runner(art: Artifact, x: np.ndarray, threads: int) -> Any:
 
 def _scores(art: Artifact, x: np.ndarray, threads: int) -> np.ndarray:
     from keras_ssm.export import load_compact
-    from keras_ssm.export.commands import keras_scores
+    from keras_ssm.export.runtime import keras_scores
 
     if art.runtime == "keras":
         return keras_scores(load_compact(art.path), x)
@@ -234,50 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     import keras_ssm  # noqa: F401
-    from keras_ssm.export import atomic_write_bytes
-    from keras_ssm.export.commands import (
-        file_sizes,
-        keras_scores,
-        load_test_set,
-        summarize,
-        thread_settings,
-    )
+    from keras_ssm.export import atomic_write_bytes, load_test_set
+    from keras_ssm.export.runtime import file_sizes, keras_scores, summarize, thread_settings
 
     signed_metrics = json.loads((a.signed_run / "metrics.json").read_text())
     dense_metrics = json.loads((dense_run / "metrics.json").read_text())
     tfmot_metrics = json.loads((tfmot_run / "metrics.json").read_text())
     exp = {k: work / f"{k}_export" for k in ("dense", "signed", "signed_noshrink")}
     print("== exporting", flush=True)
-    _ssm(
-        "export",
-        str(dense_run),
-        "--format",
-        "onnx,litert,compact",
-        "--out-dir",
-        str(exp["dense"]),
-        "--force",
-    )
-    _ssm(
-        "export",
-        str(a.signed_run),
-        "--format",
-        "onnx,litert,compact",
-        "--shrink",
-        "--int8",
-        "--out-dir",
-        str(exp["signed"]),
-        "--force",
-    )
-    _ssm(
-        "export",
-        str(a.signed_run),
-        "--format",
-        "onnx",
-        "--out-dir",
-        str(exp["signed_noshrink"]),
-        "--force",
-        "--quiet",
-    )
+    _export(dense_run, exp["dense"], "onnx,litert,compact")
+    _export(a.signed_run, exp["signed"], "onnx,litert,compact", shrink=True, int8=True)
+    _export(a.signed_run, exp["signed_noshrink"], "onnx")
 
     import onnx
 

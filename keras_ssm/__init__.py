@@ -43,13 +43,27 @@ __all__ = [
     "masks",
     "summary",
     "supermask",
+    "train",
 ]
 
 # Heavier rooms load on first use: keras_ssm.data, .models, .recipes, .export, .analysis, ..., .cli
-_LAZY = ("data", "models", "recipes", "export", "analysis", "report", "plots", "distributed", "cli")
+_LAZY = (
+    "data",
+    "models",
+    "recipes",
+    "export",
+    "analysis",
+    "report",
+    "plots",
+    "distributed",
+    "training",
+    "cli",
+)
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return importlib.import_module(f"keras_ssm.{name}")
+    if name == "train":  # keras_ssm.train(...): the training function, loaded on first use
+        return importlib.import_module("keras_ssm.training").train
     raise AttributeError(f"module 'keras_ssm' has no attribute {name!r}")

@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary file beside the target, rename on success.
 
-Every file keras_ssm writes goes through here, so it is complete or absent.
+Every file keras_ssm writes goes through here (bytes, text, JSON, ``.keras`` models, figures),
+so it is complete or absent, and gets the permissions the user's umask gives a new file (like
+any other tool: ``0644`` under the usual umask ``022``).
 
 Example:
     >>> import os, tempfile
@@ -15,11 +17,22 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "place"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "file_mode",
+    "place",
+    "save_figure",
+    "save_model",
+    "write_json",
+]
 
 
 def _remove_quietly(path: str) -> None:
@@ -49,15 +62,25 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
         raise FileExistsError(f"{final!r} already exists (pass overwrite=True to replace it)")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"directory {directory!r} does not exist")
+    # Keep the destination's extension last: some writers (Keras, matplotlib) go by it.
+    suffix = ".tmp" + os.path.splitext(final)[1]
     fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(final) + ".", suffix=".tmp", dir=directory
+        prefix="." + os.path.basename(final) + ".", suffix=suffix, dir=directory
     )
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; a finished file gets the usual mode
         place(tmp, final, overwrite=overwrite)
     finally:
         _remove_quietly(tmp)
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the process' umask (``0o644`` for the usual ``022``)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def place(
@@ -108,3 +131,32 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, overwrite: bool =
     """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder; replaces by default."""
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
     atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, overwrite: bool = True) -> None:
+    """Write ``obj`` as indented JSON (non-JSON values via ``str``) to ``path`` atomically.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.json")
+        >>> write_json(p, {"accuracy": 0.98})
+        >>> json.load(open(p))
+        {'accuracy': 0.98}
+    """
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n", overwrite=overwrite)
+
+
+def save_model(model: Any, path: str | os.PathLike[str], overwrite: bool = True) -> None:
+    """``model.save`` to a temporary ``.keras`` file beside ``path``, then one rename."""
+    if not os.fspath(path).endswith(".keras"):
+        raise ValueError(f"a Keras model file must end in .keras; got {os.fspath(path)!r}")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        os.remove(tmp)  # Keras refuses to overwrite without asking
+        model.save(tmp)
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], **savefig_kwargs: Any) -> None:
+    """``fig.savefig`` (a matplotlib figure) to ``path`` atomically, creating its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, **savefig_kwargs)

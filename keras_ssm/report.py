@@ -1,7 +1,7 @@
-"""``ssm report``: pictures of which weights matter, for one or several run folders.
+"""Reports: pictures of which weights matter, for one or several run folders.
 
-    ssm report runs/fcn                                  # -> runs/fcn/report/report.html
-    ssm report runs/sweep/fcn_wd* --out runs/sweep/report
+    keras_ssm.report.make_report(["runs/fcn"], "runs/fcn/report")   # -> report.html, PNGs
+    ssm report runs/sweep/fcn_wd* --out runs/sweep/report           # the same from the shell
 
 For every run it draws (PNG, matplotlib Agg): per-layer keep / hide / invert bars with the units
 still connected, the first layer's input map (kept weights per input pixel, split by the sign
@@ -12,27 +12,21 @@ else from ``history.csv``).  Across runs it draws the accuracy-vs-remaining fron
 paper's point.  ``report.html`` (self-contained: images inlined) and ``report.md`` tie them
 together with :func:`keras_ssm.summary`'s table and a few measured findings.
 
->>> import argparse
 >>> from keras_ssm import report
->>> parser = argparse.ArgumentParser(prog="ssm")
->>> report.register(parser.add_subparsers(dest="command"))
->>> args = parser.parse_args(["report", "runs/fcn", "--out", "out"])
->>> args.runs, args.out, args.func is report.cmd_report
-(['runs/fcn'], 'out', True)
+>>> report.load_run("no/such/run")
+Traceback (most recent call last):
+...
+keras_ssm.run_dir.RunFolderError: no/such/run is not a run folder (no such directory)
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
-import csv
 import dataclasses
 import html
-import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +34,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Run", "cmd_report", "load_run", "make_report", "register"]
+from keras_ssm.atomic import atomic_write_text
+from keras_ssm.run_dir import RunDir, RunFolderError
+
+__all__ = ["Run", "load_run", "make_report"]
 
 
 @dataclasses.dataclass
@@ -50,59 +47,33 @@ class Run:
     path: Path
     label: str
     metrics: dict[str, Any]
-    history: dict[str, list[str]]
+    history: dict[str, list[float]]
     records: list[dict[str, Any]]
     model: Any = None
 
 
-def _usage_error(message: str) -> Exception:
-    from keras_ssm.cli import UsageError
-
-    return UsageError(message)
-
-
-def _read_history(path: Path) -> dict[str, list[str]]:
-    if not path.is_file():
-        return {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: [row[key] for row in rows] for key in (rows[0] if rows else {})}
-
-
 def load_run(path: str | os.PathLike[str], label: str | None = None) -> Run:
-    """Read a run folder written by ``ssm train`` (``model.keras`` and/or ``metrics.json``,
-    optionally ``history.csv`` and ``analysis.jsonl``).  A folder with neither file (missing, or
-    a run still training) raises :class:`keras_ssm.cli.UsageError`."""
+    """Read a run folder written by :func:`keras_ssm.train` (``model.keras`` and/or
+    ``metrics.json``, optionally ``history.csv`` and ``analysis.jsonl``).  A folder with neither
+    file (missing, or a run still training) raises :class:`keras_ssm.run_dir.RunFolderError`."""
     from keras_ssm import analysis
 
-    folder = Path(path)
-    if not folder.is_dir():
-        raise _usage_error(f"{folder} is not a run folder (no such directory)")
-    model_path, metrics_path = folder / "model.keras", folder / "metrics.json"
-    if not model_path.is_file() and not metrics_path.is_file():
-        raise _usage_error(
-            f"{folder} holds no model.keras or metrics.json: not a finished run of `ssm train`"
+    run_dir = RunDir(path)
+    if not run_dir.path.is_dir():
+        raise RunFolderError(f"{run_dir.path} is not a run folder (no such directory)")
+    if not run_dir.is_finished():
+        raise RunFolderError(
+            f"{run_dir.path} holds no {RunDir.MODEL} or {RunDir.METRICS}: not a finished run "
+            "of `ssm train`"
         )
-    try:
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    except json.JSONDecodeError as err:
-        raise _usage_error(f"{metrics_path} is not valid JSON ({err.msg})") from err
-    model = None
-    if model_path.is_file():
-        import keras
-
-        import keras_ssm  # noqa: F401  (registers the masked layers)
-
-        try:
-            model = keras.saving.load_model(model_path, safe_mode=True)
-        except Exception as err:  # a truncated or foreign file: say which
-            raise _usage_error(f"cannot load {model_path}: {type(err).__name__}: {err}") from err
+    metrics = run_dir.read_metrics()
+    model = run_dir.read_model() if run_dir.model_path.is_file() else None
     return Run(
-        path=folder,
-        label=label or folder.resolve().name,
+        path=run_dir.path,
+        label=label or run_dir.path.resolve().name,
         metrics=metrics,
-        history=_read_history(folder / "history.csv"),
-        records=analysis.read_records(folder),
+        history=run_dir.read_history(),
+        records=analysis.read_records(run_dir.path),
         model=model,
     )
 
@@ -396,18 +367,6 @@ def _runs_table(runs: Sequence[Run]) -> list[list[str]]:
     return rows
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
@@ -458,14 +417,14 @@ def make_report(
 
     start = time.perf_counter()
     if not run_dirs:
-        raise _usage_error("give at least one run folder")
+        raise ValueError("give at least one run folder")
     paths = [Path(p) for p in run_dirs]
     runs = [load_run(p, label) for p, label in zip(paths, _labels(paths), strict=True)]
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _usage_error(f"--out {out} cannot be created: {err.strerror or err}") from err
+        raise RunFolderError(f"{out} cannot be created: {err.strerror or err}") from err
     sections = [
         _run_section(run, out / _slug(run.label), data_dir, use_data, max_score_panels)
         for run in runs
@@ -557,46 +516,6 @@ def make_report(
     html_parts += [f"<p class='caption'>{html.escape(footer)}</p>", "</body></html>"]
     md_parts += [footer, ""]
     html_path, md_path = out / "report.html", out / "report.md"
-    _atomic_text(html_path, "\n".join(html_parts))
-    _atomic_text(md_path, "\n".join(md_parts))
+    atomic_write_text(html_path, "\n".join(html_parts))
+    atomic_write_text(md_path, "\n".join(md_parts))
     return {"html": html_path, "markdown": md_path, "images": images, "seconds": seconds}
-
-
-# ----------------------------------------------------------------------------- CLI
-def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
-    """``ssm report``: see :func:`make_report`."""
-    if args.out is None:
-        if len(args.runs) > 1:
-            raise _usage_error("several runs need --out DIR (where the report goes)")
-        out = Path(args.runs[0]) / "report"
-    else:
-        out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise _usage_error(f"--out {out} exists and is not a directory")
-    result = make_report(args.runs, out, data_dir=args.data_dir, use_data=not args.no_data)
-    if not args.quiet:
-        print(
-            f"ssm report: wrote {result['html']} and {len(result['images'])} PNGs "
-            f"in {result['seconds']:.1f} s"
-        )
-    return result
-
-
-def register(subparsers: Any) -> None:
-    """Add the ``report`` subcommand to the ``ssm`` parser's subparsers."""
-    report = subparsers.add_parser(
-        "report",
-        help="pictures of which weights matter: PNGs and one HTML page for run folders",
-    )
-    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders of `ssm train`")
-    report.add_argument(
-        "--out", help="folder for the report (default with one run: RUN_DIR/report)"
-    )
-    report.add_argument(
-        "--data-dir", help="dataset folder for the mean input image (or KERAS_SSM_DATA_DIR)"
-    )
-    report.add_argument(
-        "--no-data", action="store_true", help="do not load the dataset (no mean image)"
-    )
-    report.add_argument("--quiet", action="store_true", help="no output line")
-    report.set_defaults(func=cmd_report)

@@ -19,7 +19,10 @@ pytestmark = [
     pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute only"),
 ]
 
+# float32: the comparison is of the distribution (in bfloat16 the per-worker split of the global
+# batch rounds differently, ~1e-3 on the scores).
 TRAIN = ["train", "--model", "fcn", "--epochs", "2", "--verbose", "2", "--deterministic"]
+TRAIN += ["--precision", "float32"]
 
 
 def _free_port() -> int:

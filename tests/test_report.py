@@ -19,21 +19,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _main(argv: list[str]) -> int:
-    """``cli.main`` with the ``report`` subcommand (registered here if the CLI lacks it)."""
-    build = cli.build_parser
-
-    def with_report():  # noqa: ANN202
-        parser = build()
-        sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-        if "report" not in sub.choices:
-            report.register(sub)
-        return parser
-
-    cli.build_parser = with_report
-    try:
-        return cli.main(argv)
-    finally:
-        cli.build_parser = build
+    return cli.main(argv)
 
 
 def _check_png(path: Path) -> None:

@@ -1,28 +1,35 @@
-"""Reproduce the paper's table, one ``ssm train`` command per run, and tabulate the results.
+"""Reproduce the paper's table: one :func:`keras_ssm.train` call per run (in this process),
+then collect the finished runs' small files and tabulate them.
 
     # the rows: signed supermask (default recipe) + dense baseline, 3 seeds each
     python examples/paper/reproduce.py run --rows fcn --seeds 3
     # a sweep (the accuracy-vs-remaining frontier): the cross product of the values
     python examples/paper/reproduce.py run --rows fcn --recipe paper --masks signed --seeds 1 \
         --sweep weight-decay=1.25e-4,2.5e-4,5e-4 --sweep weight-scale=1,2
-    # the Markdown table of every finished run under runs/paper
+    # copy metrics.json + history.csv of finished runs into examples/paper/results/
+    python examples/paper/reproduce.py collect
+    # the Markdown table of every collected run (what RESULTS.md shows)
     python examples/paper/reproduce.py table
 
-Every run is a folder ``runs/paper/<model>_<mask>_<recipe>[_<overrides>]_s<seed>`` written by
-``ssm train`` (model.keras, metrics.json, history.csv); finished runs are skipped, so the runner
-can be stopped and restarted.  Seeds are the paper's: 7531, 7532, ...
+Every run is a folder ``runs/paper/<model>_<mask>_<recipe>[_<overrides>]_s<seed>`` (model.keras,
+metrics.json, history.csv, analysis.jsonl); finished runs are skipped and unfinished ones resume
+from their backup, so the runner can be stopped and restarted.  Seeds are the paper's: 7531, ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
+import shutil
 import statistics
-import subprocess
 import sys
+import traceback
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
 
 # The paper's numbers (authors' README: means over all runs): dense %, signed %, remaining %.
 PAPER = {
@@ -39,6 +46,14 @@ PAPER = {
 }
 ROWS = [model for model, _ in PAPER]
 FIRST_SEED = 7531
+# --sweep FLAG -> (run-name tag, keras_ssm.train keyword, type)
+SWEEPABLE = {
+    "weight-decay": ("wd", "weight_decay", float),
+    "weight-scale": ("ws", "weight_scale", float),
+    "threshold": ("th", "threshold", float),
+    "lr": ("lr", "lr", float),
+    "epochs": ("ep", "epochs", int),
+}
 
 
 def run_name(model: str, mask: str, recipe: str, seed: int, extra: dict[str, str]) -> str:
@@ -51,18 +66,18 @@ def _grid(sweeps: list[str]) -> list[dict[str, str]]:
     grid: list[dict[str, str]] = [{}]
     for sweep in sweeps:
         flag, _, values = sweep.partition("=")
-        if not values:
-            raise SystemExit(f"--sweep wants FLAG=V1,V2,...; got {sweep!r}")
+        if flag not in SWEEPABLE or not values:
+            raise SystemExit(
+                f"--sweep wants FLAG=V1,V2,... with FLAG one of {', '.join(SWEEPABLE)}; "
+                f"got {sweep!r}"
+            )
         grid = [{**point, flag: value} for point in grid for value in values.split(",")]
     return grid
 
 
-TAGS = {"weight-decay": "wd", "weight-scale": "ws", "threshold": "th", "lr": "lr", "epochs": "ep"}
-
-
-def commands(args: argparse.Namespace) -> list[tuple[Path, list[str]]]:
-    """The ``ssm train`` command of every run the arguments ask for."""
-    jobs = []
+def jobs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Any]]]:
+    """``(run folder, keras_ssm.train keyword arguments)`` for every run asked for."""
+    todo = []
     for model in args.rows:
         for mask in args.masks:
             for point in _grid(args.sweep):
@@ -70,47 +85,67 @@ def commands(args: argparse.Namespace) -> list[tuple[Path, list[str]]]:
                     continue  # sweeps are over the mask's knobs
                 if args.epochs:
                     point = {**point, "epochs": str(args.epochs)}
-                extra = {TAGS.get(flag, flag): value for flag, value in point.items()}
+                tags = {SWEEPABLE[flag][0]: value for flag, value in point.items()}
+                if args.precision != "auto":
+                    tags["prec"] = args.precision
                 for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
-                    out = Path(args.out) / run_name(model, mask, args.recipe, seed, extra)
-                    cmd = [
-                        "ssm",
-                        "train",
-                        "--model",
-                        model,
-                        "--mask",
-                        mask,
-                        "--recipe",
-                        args.recipe,
-                        "--seed",
-                        str(seed),
-                        "--out",
-                        str(out),
-                        "--verbose",
-                        "2",
-                    ]
+                    out = Path(args.out) / run_name(model, mask, args.recipe, seed, tags)
+                    kwargs: dict[str, Any] = {
+                        "model": model,
+                        "mask": mask,
+                        "recipe": args.recipe,
+                        "seed": seed,
+                        "out": out,
+                        "precision": args.precision,
+                        "limit": args.limit,
+                        "augment": True if args.augment else None,
+                        "resume": True,
+                        "verbose": 2,
+                    }
                     for flag, value in point.items():
-                        cmd += [f"--{flag}", value]
-                    cmd += args.extra
-                    jobs.append((out, cmd))
-    return jobs
+                        _, key, kind = SWEEPABLE[flag]
+                        kwargs[key] = kind(value)
+                    todo.append((out, kwargs))
+    return todo
 
 
-def cmd_run(args: argparse.Namespace) -> None:
-    for out, cmd in commands(args):
+def cmd_run(args: argparse.Namespace) -> int:
+    failed = 0
+    for out, kwargs in jobs(args):
         if (out / "metrics.json").exists():
             print(f"[skip] {out} (finished)")
             continue
-        print("[run] " + shlex.join(cmd), flush=True)
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "out")
+        print(f"[run] {out}: keras_ssm.train({shown})", flush=True)
         if args.dry_run:
             continue
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{out}.log", "w") as log:
-            # the `ssm` of this interpreter's environment
-            argv = [sys.executable, "-m", "keras_ssm.cli", *cmd[1:]]
-            code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT)
-        if code != 0:
-            print(f"[fail] {out}: exit {code}, see {out}.log", file=sys.stderr)
+        import keras
+
+        import keras_ssm
+
+        keras.backend.clear_session()  # one process, many runs: free the previous graphs
+        try:
+            result = keras_ssm.train(**kwargs)
+        except Exception:  # one failed run must not stop the others
+            failed += 1
+            print(f"[fail] {out}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            continue
+        m = result.metrics
+        remaining = f", remaining {m['remaining']:.2%}" if "remaining" in m else ""
+        print(f"[done] {out}: accuracy {m['test_accuracy']:.2%}{remaining}", flush=True)
+    return 1 if failed else 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """Copy the small files of every finished run into ``--results`` (never the model)."""
+    for metrics in sorted(Path(args.out).glob("*/metrics.json")):
+        dest = Path(args.results) / metrics.parent.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.json", "history.csv"):
+            if (metrics.parent / name).is_file():
+                shutil.copyfile(metrics.parent / name, dest / name)
+        print(f"[collect] {metrics.parent} -> {dest}")
+    return 0
 
 
 def _mean_std(values: list[float]) -> str:
@@ -119,39 +154,44 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def cmd_table(args: argparse.Namespace) -> None:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for path in sorted(Path(args.out).glob("*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        key = path.parent.name.rsplit("_s", 1)[0]
-        groups[key].append(metrics)
-    print(
-        "| run (without seed) | model | data | mask | recipe: lr / wd / threshold / scale | "
-        "epochs | seeds | accuracy % | remaining % | paper (dense / signed / remaining) | "
-        "wall s / run | hardware, backend |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+def table(results: Path) -> str:
+    """The Markdown table of the runs under ``results`` (one row per run group, seeds pooled)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(Path(results).glob("*/metrics.json")):
+        groups[path.parent.name.rsplit("_s", 1)[0]].append(json.loads(path.read_text()))
+    lines = [
+        "| run (without seed) | mask | recipe: lr / wd / threshold / scale | precision | epochs "
+        "| seeds | accuracy % | remaining % | paper (dense / signed / remaining) | wall / run "
+        "| hardware, backend |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for key, runs in groups.items():
         first = runs[0]
         recipe = first["recipe"]
         acc = [100 * r["test_accuracy"] for r in runs]
         remaining = [100 * r["remaining"] for r in runs if "remaining" in r]
         paper = PAPER.get((first["model"], first["dataset"]))
-        paper_text = "-" if paper is None else f"{paper[0]} / {paper[1]} / {paper[2]}"
-        print(
-            f"| {key} | {first['model']} | {first['dataset']} | {first['mask']} | "
-            f"{recipe['lr']} / {recipe['wd']:g} / {recipe.get('threshold')} / "
-            f"{recipe.get('weight_scale', 1.0)} | {first['epochs']} | {len(runs)} | "
+        paper_text = "-" if paper is None else f"{paper[0]} / {paper[1]} / {paper[2]}%"
+        wall = statistics.mean(r["wall_time_s"] for r in runs)
+        lines.append(
+            f"| {key} | {first['mask']} | {recipe['lr']} / {recipe['wd']:g} / "
+            f"{recipe.get('threshold')} / {recipe.get('weight_scale', 1.0):g} | "
+            f"{first.get('precision', 'float32')} | {first['epochs']} | {len(runs)} | "
             f"{_mean_std(acc)} | {_mean_std(remaining) if remaining else '-'} | {paper_text} | "
-            f"{statistics.mean(r['wall_time_s'] for r in runs):.0f} | "
-            f"{first['hardware']}, {first['backend']} |"
+            f"{wall / 60:.0f} min | {first['hardware']}, {first['backend']} |"
         )
+    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def cmd_table(args: argparse.Namespace) -> int:
+    print(table(Path(args.results)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train the runs (skips finished ones)")
+    run = sub.add_parser("run", help="train the runs (skips finished ones, resumes the rest)")
     run.add_argument("--rows", nargs="+", default=["fcn"], choices=ROWS)
     run.add_argument(
         "--masks",
@@ -162,25 +202,29 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--recipe", default="default", choices=["default", "paper"])
     run.add_argument("--seeds", type=int, default=3)
     run.add_argument("--epochs", type=int, help="shorter schedules (label them as such)")
+    run.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    run.add_argument("--limit", type=int, help="first N training/test images (quick runs)")
+    run.add_argument("--augment", action="store_true", help="pad-4 random crop + flip")
     run.add_argument(
         "--sweep",
         action="append",
         default=[],
         metavar="FLAG=V1,V2",
-        help="sweep an ssm train flag, e.g. weight-decay=1e-4,2e-4 (repeatable)",
+        help=f"sweep one of {', '.join(SWEEPABLE)}, e.g. weight-decay=1e-4,2e-4 (repeatable)",
     )
     run.add_argument("--out", default="runs/paper")
     run.add_argument("--dry-run", action="store_true")
-    run.add_argument("extra", nargs=argparse.REMAINDER, help="more ssm train flags after --")
     run.set_defaults(func=cmd_run)
-    table = sub.add_parser("table", help="print the Markdown table of finished runs")
-    table.add_argument("--out", default="runs/paper")
-    table.set_defaults(func=cmd_table)
+    collect = sub.add_parser("collect", help="copy finished runs' small files into results/")
+    collect.add_argument("--out", default="runs/paper")
+    collect.add_argument("--results", default=str(RESULTS))
+    collect.set_defaults(func=cmd_collect)
+    tab = sub.add_parser("table", help="print the Markdown table of the collected runs")
+    tab.add_argument("--results", default=str(RESULTS))
+    tab.set_defaults(func=cmd_table)
     args = parser.parse_args(argv)
-    if getattr(args, "extra", None) and args.extra[0] == "--":
-        args.extra = args.extra[1:]
-    args.func(args)
+    return args.func(args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,6 +7,9 @@
   on the exporters stores such kernels as int8 with scale ``c`` (exact in ONNX).
 * :func:`save_compact` / :func:`load_compact` read and write the ``.ssm`` format: architecture
   JSON + entropy-coded ternary masks (an MNIST FCN at 3.8% remaining is under 10 KB).
+* :func:`export_model` / :func:`export_run`: the whole pipeline (fold -> shrink -> formats ->
+  verification -> ``export.json``), all or nothing; :func:`bench_run` measures the result.
+* :mod:`keras_ssm.export.runtime`: onnxruntime / LiteRT sessions, predictions and timing.
 
 Example:
     >>> from keras_ssm.export import shrink, to_onnx, save_compact     # doctest: +SKIP
@@ -16,7 +19,9 @@ Example:
 """
 
 from keras_ssm.atomic import atomic_path, atomic_write_bytes
+from keras_ssm.export import runtime
 from keras_ssm.export._verify import ExportResult, ExportVerificationError
+from keras_ssm.export.bench import bench_run, load_test_set
 from keras_ssm.export.compact import (
     CompactFormatError,
     compact_bytes,
@@ -25,11 +30,14 @@ from keras_ssm.export.compact import (
     save_compact,
 )
 from keras_ssm.export.int8 import is_ternary, quantize_onnx_ternary, ternary_codes
-from keras_ssm.export.onnx import onnx_bytes, ort_session, to_onnx
+from keras_ssm.export.onnx import onnx_bytes, to_onnx
+from keras_ssm.export.pipeline import FORMATS, export_model, export_run, parse_formats
+from keras_ssm.export.runtime import ort_session
 from keras_ssm.export.shrink import LayerShrink, ShrinkReport, shrink
 from keras_ssm.export.tflite import run_tflite, tflite_bytes, to_tflite
 
 __all__ = [
+    "FORMATS",
     "CompactFormatError",
     "ExportResult",
     "ExportVerificationError",
@@ -37,14 +45,20 @@ __all__ = [
     "ShrinkReport",
     "atomic_path",
     "atomic_write_bytes",
+    "bench_run",
     "compact_bytes",
+    "export_model",
+    "export_run",
     "is_ternary",
     "load_compact",
+    "load_test_set",
     "model_from_compact_bytes",
     "onnx_bytes",
     "ort_session",
+    "parse_formats",
     "quantize_onnx_ternary",
     "run_tflite",
+    "runtime",
     "save_compact",
     "shrink",
     "ternary_codes",

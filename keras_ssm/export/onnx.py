@@ -24,6 +24,7 @@ from keras_ssm.export._verify import (
     random_inputs,
     single_input_spec,
 )
+from keras_ssm.export.runtime import ort_session
 
 __all__ = ["to_onnx", "onnx_bytes", "ort_session"]
 
@@ -88,26 +89,6 @@ def onnx_bytes(
         proto, quantized = quantize_onnx_ternary(proto)
     onnx.checker.check_model(proto)
     return proto, quantized
-
-
-def ort_session(model: str | bytes, exact: bool = True):
-    """An onnxruntime CPU ``InferenceSession`` for a file path or serialized model.
-
-    With ``exact`` (the default) onnxruntime is told not to fuse weight-only
-    ``DequantizeLinear -> MatMul`` pairs into its quantized kernels (``MatMulNBits``), which
-    would also quantize the activations: the int8 model then computes exactly what the
-    float model computes. Pass ``exact=False`` to let onnxruntime trade exactness for speed.
-
-    Example:
-        >>> sess = ort_session("model.onnx")                     # doctest: +SKIP
-        >>> y, = sess.run(None, {"input": x})                    # doctest: +SKIP
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if exact:
-        opts.add_session_config_entry("session.disable_quant_qdq", "1")
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def _run_onnx(path: str, input_name: str, x: np.ndarray) -> list[np.ndarray]:

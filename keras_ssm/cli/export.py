@@ -1,0 +1,59 @@
+"""``ssm export``: :func:`keras_ssm.export.export_run` (fold, shrink, ONNX / LiteRT / .ssm).
+
+ssm export runs/fcn --format onnx,litert,compact --shrink --int8
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from keras_ssm.cli.args import add_quiet, number, say
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from keras_ssm.export.pipeline import export_run
+
+    progress = say(args.quiet)
+    report = export_run(
+        args.run,
+        args.format,
+        out_dir=args.out_dir,
+        shrink=args.shrink,
+        int8=args.int8,
+        opset=args.opset,
+        overwrite=args.force,
+        progress=progress,
+    )
+    if progress is not None:
+        written = len(report["files"]) + 1
+        progress(f"ssm export: wrote {written} files in {report['seconds']:.1f} s")
+    return report
+
+
+def register(subparsers: Any) -> None:
+    export = subparsers.add_parser(
+        "export", help="fold a run's model and write ONNX / LiteRT / compact .ssm files"
+    )
+    export.add_argument("run", help="run folder from `ssm train` (or a .keras file)")
+    export.add_argument(
+        "--format",
+        default="onnx,litert,compact",
+        help="comma-separated: onnx, litert (tflite), compact (ssm); default: all three",
+    )
+    export.add_argument(
+        "--shrink", action="store_true", help="remove units that can no longer matter first"
+    )
+    export.add_argument(
+        "--int8", action="store_true", help="also write model_int8.onnx (exact int8 weights)"
+    )
+    export.add_argument(
+        "--opset",
+        type=number(int, "opset", 12, 22, low_inclusive=True),
+        default=17,
+        help="ONNX opset (default 17)",
+    )
+    export.add_argument("--out-dir", help="destination folder (default: RUN/export)")
+    export.add_argument("--force", action="store_true", help="replace existing files")
+    add_quiet(export)
+    export.set_defaults(func=run)

@@ -1,0 +1,286 @@
+"""The export pipeline: fold -> shrink -> formats -> verification -> manifest, all or nothing.
+
+:func:`export_model` takes a trained model (masked layers, any training precision), folds it
+(:func:`keras_ssm.fold`: always the first step, float32), optionally shrinks it
+(:func:`keras_ssm.export.shrink`) and writes, into ``out_dir``:
+
+* ``model.onnx`` (and ``model_int8.onnx`` with ``int8``: exact int8 ternary weights),
+* ``model.tflite`` (LiteRT flatbuffer, sparse weight storage),
+* ``model.ssm`` (the compact format),
+* ``export.json``: what was written, sizes (raw and gzip), verification errors, shrink report.
+
+Every file is verified against the float32 Keras model before it is kept.  Files are built in
+a temporary folder beside the destination and moved in only when every format succeeded;
+existing files are never replaced without ``overwrite``.  :func:`export_run` does the same for
+a run folder (``RUN/model.keras`` -> ``RUN/export/``); ``ssm export`` calls it.
+
+>>> parse_formats("tflite,onnx")
+['onnx', 'litert']
+>>> file_names(["onnx", "compact"], int8=True)
+['model.onnx', 'model_int8.onnx', 'model.ssm']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_ssm.atomic import file_mode, place, write_json
+from keras_ssm.export._verify import (
+    ExportVerificationError,
+    keras_outputs,
+    max_rel_error,
+    random_inputs,
+)
+from keras_ssm.export.runtime import file_sizes, library_versions
+
+__all__ = ["FORMATS", "REPORT", "export_model", "export_run", "file_names", "parse_formats"]
+
+FORMATS = ("onnx", "litert", "compact")
+_ALIASES = {"tflite": "litert", "ssm": "compact"}
+REPORT = "export.json"
+Progress = Callable[[str], Any] | None
+
+
+def parse_formats(formats: str | Sequence[str]) -> list[str]:
+    """``"onnx,litert"`` (or a list) -> ``["onnx", "litert"]`` in :data:`FORMATS` order."""
+    parts = formats.split(",") if isinstance(formats, str) else list(formats)
+    asked = [_ALIASES.get(str(p).strip().lower(), str(p).strip().lower()) for p in parts]
+    asked = [p for p in asked if p]
+    bad = [p for p in asked if p not in FORMATS]
+    if bad or not asked:
+        raise ValueError(
+            f"formats must be a comma-separated list of {', '.join(FORMATS)} (--format); "
+            f"got {formats!r}"
+        )
+    return [f for f in FORMATS if f in asked]
+
+
+def file_names(formats: Sequence[str], int8: bool) -> list[str]:
+    """The files :func:`export_model` writes for ``formats`` (``export.json`` aside)."""
+    names = []
+    if "onnx" in formats:
+        names.append("model.onnx")
+        if int8:
+            names.append("model_int8.onnx")
+    if "litert" in formats:
+        names.append("model.tflite")
+    if "compact" in formats:
+        names.append("model.ssm")
+    return names
+
+
+@contextlib.contextmanager
+def _staging(dest: Path) -> Iterator[Path]:
+    """A temporary folder beside ``dest``, removed whatever happens."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _clashes(dest: Path, names: Sequence[str]) -> list[str]:
+    return [n for n in names if (dest / n).exists()]
+
+
+def _publish(staged: Path, dest: Path, names: Sequence[str], overwrite: bool) -> None:
+    """Move every staged file into ``dest``; without ``overwrite`` never replace a file."""
+    dest.mkdir(parents=True, exist_ok=True)
+    clash = [] if overwrite else _clashes(dest, names)
+    if clash:
+        raise FileExistsError(
+            f"{dest} already holds {', '.join(clash)}; pass overwrite=True (ssm export --force)"
+        )
+    for name in names:
+        os.chmod(staged / name, file_mode())
+        try:
+            place(staged / name, dest / name, overwrite=overwrite)
+        except FileExistsError:
+            raise FileExistsError(
+                f"{dest / name} appeared meanwhile; pass overwrite=True (ssm export --force)"
+            ) from None
+
+
+class _Checked:
+    """A minimal ``ExportResult``-like record for the compact format."""
+
+    def __init__(self, err: float) -> None:
+        self.max_rel_error = err
+        self.details: dict[str, Any] = {}
+
+
+def _save_compact_checked(model: Any, path: Path, x: np.ndarray) -> _Checked:
+    """Write ``model`` as ``.ssm`` and check that the reloaded model gives the same outputs."""
+    from keras_ssm.export.compact import load_compact, save_compact
+
+    save_compact(model, path)
+    err = max_rel_error(keras_outputs(load_compact(path), x), keras_outputs(model, x))
+    if not err <= 1e-6:
+        path.unlink(missing_ok=True)
+        raise ExportVerificationError(f"the .ssm file does not reproduce the model ({err:.3g})")
+    return _Checked(err)
+
+
+def export_model(
+    model: Any,
+    out_dir: str | os.PathLike[str],
+    formats: str | Sequence[str] = FORMATS,
+    *,
+    shrink: bool = False,
+    int8: bool = False,
+    opset: int = 17,
+    overwrite: bool = False,
+    manifest: dict[str, Any] | None = None,
+    progress: Progress = None,
+) -> dict[str, Any]:
+    """Fold (and shrink) ``model`` and write ``formats`` into ``out_dir``; return the manifest
+    that ``export.json`` holds.  ``manifest`` entries (e.g. the run's accuracy) are included."""
+    import keras
+
+    from keras_ssm import wrap
+    from keras_ssm.export.onnx import to_onnx
+    from keras_ssm.export.shrink import shrink as shrink_model
+    from keras_ssm.export.tflite import to_tflite
+
+    formats = parse_formats(formats)
+    if int8 and "onnx" not in formats:
+        raise ValueError("int8=True (--int8) applies to the ONNX export: add onnx to the formats")
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "exporting needs the TensorFlow backend (set KERAS_BACKEND=tensorflow; the current "
+            f"backend is {keras.backend.backend()!r})"
+        )
+    dest = Path(out_dir)
+    if dest.exists() and not dest.is_dir():
+        raise NotADirectoryError(f"{dest} exists and is not a directory")
+    names = [*file_names(formats, int8), REPORT]
+    clash = _clashes(dest, names)
+    if clash and not overwrite:
+        raise FileExistsError(
+            f"{dest} already holds {', '.join(clash)}; pass overwrite=True (ssm export --force) "
+            "to replace them"
+        )
+    say = progress or (lambda message: None)
+    start = time.perf_counter()
+    report: dict[str, Any] = {
+        **(manifest or {}),
+        "formats": formats,
+        "shrink": shrink,
+        "int8": int8,
+        "files": {},
+        "versions": {},
+    }
+    with _staging(dest) as tmp:
+        say("  fold: masked layers -> stock layers with kernels w0 * M (float32)")
+        deployed = wrap.fold(model)
+        reference = wrap.to_float32(model)  # the model as trained, computing in float32
+        x = random_inputs(reference, batch=8, seed=0)
+        want = keras_outputs(reference, x)
+        report["fold_max_rel_error"] = max_rel_error(keras_outputs(deployed, x), want)
+        report["params_folded"] = int(deployed.count_params())
+        if shrink:
+            deployed, shrink_report = shrink_model(deployed)
+            err = max_rel_error(keras_outputs(deployed, x), want)
+            report["shrink_max_rel_error"] = err
+            report["shrink_report"] = {
+                "params_before": shrink_report.params_before,
+                "params_after": shrink_report.params_after,
+                "layers": [vars(e) for e in shrink_report.layers],
+            }
+            say(
+                f"  shrink: params {shrink_report.params_before} -> "
+                f"{shrink_report.params_after} (max rel error {err:.2g})"
+            )
+        steps: list[tuple[str, Callable[[Path], Any]]] = []
+        if "onnx" in formats:
+            steps.append(("model.onnx", lambda p: to_onnx(deployed, p, opset=opset)))
+            if int8:
+                steps.append(
+                    (
+                        "model_int8.onnx",
+                        lambda p: to_onnx(deployed, p, opset=opset, int8=True),
+                    )
+                )
+        if "litert" in formats:
+            steps.append(("model.tflite", lambda p: to_tflite(deployed, p, sparse=True)))
+        if "compact" in formats:
+            steps.append(("model.ssm", lambda p: _save_compact_checked(deployed, p, x)))
+        for i, (name, write) in enumerate(steps, start=1):
+            t0 = time.perf_counter()
+            say(f"  [{i}/{len(steps)}] {name} ...")
+            result = write(tmp / name)
+            entry: dict[str, Any] = {
+                **file_sizes(tmp / name),
+                "sha256": hashlib.sha256((tmp / name).read_bytes()).hexdigest(),
+                "max_rel_error": result.max_rel_error,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+            quantized = result.details.get("quantized") if result.details else None
+            if quantized:
+                entry["int8_weights"] = [
+                    {"name": q.name, "shape": list(q.shape), "scale": q.scale, "nonzero": q.nonzero}
+                    for q in quantized
+                ]
+            report["files"][name] = entry
+            say(
+                f"      {entry['bytes']:,} bytes ({entry['gzip_bytes']:,} gzip), "
+                f"max rel error vs Keras {result.max_rel_error:.2g}"
+            )
+        report["versions"] = library_versions()
+        report["seconds"] = round(time.perf_counter() - start, 2)
+        write_json(tmp / REPORT, report)
+        _publish(tmp, dest, names, overwrite=overwrite)
+    return report
+
+
+def export_run(
+    run: str | os.PathLike[str],
+    formats: str | Sequence[str] = FORMATS,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    shrink: bool = False,
+    int8: bool = False,
+    opset: int = 17,
+    overwrite: bool = False,
+    progress: Progress = None,
+) -> dict[str, Any]:
+    """:func:`export_model` for a run folder (or a ``.keras`` file): writes ``RUN/export/``
+    (or ``out_dir``) and returns the manifest."""
+    from keras_ssm.run_dir import open_run
+
+    formats = parse_formats(formats)  # argument errors before the model is loaded
+    if int8 and "onnx" not in formats:
+        raise ValueError("int8=True (--int8) applies to the ONNX export: add onnx to the formats")
+    run_dir, model, metrics = open_run(run)
+    dest = Path(out_dir) if out_dir is not None else run_dir.export_path
+    manifest = {
+        "run": str(run_dir.path),
+        "source": str(run_dir.model_path),
+        "dataset": metrics.get("dataset"),
+        "keras_test_accuracy": metrics.get("test_accuracy"),
+        "remaining": metrics.get("remaining"),
+    }
+    if progress is not None:
+        progress(f"ssm export: {run_dir.path} -> {dest} ({', '.join(file_names(formats, int8))})")
+    return export_model(
+        model,
+        dest,
+        formats,
+        shrink=shrink,
+        int8=int8,
+        opset=opset,
+        overwrite=overwrite,
+        manifest=manifest,
+        progress=progress,
+    )

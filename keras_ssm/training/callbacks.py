@@ -1,0 +1,51 @@
+"""Callbacks the training function adds to every run."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from keras_ssm.atomic import atomic_write_text
+
+__all__ = ["HistoryLog"]
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """Every epoch's logs plus its wall seconds (``epoch_time_s``: training and validation),
+    kept across a resume in a JSON file that is rewritten atomically after each epoch.
+
+    >>> import tempfile
+    >>> log = HistoryLog(Path(tempfile.mkdtemp()) / "history.json")
+    >>> log.on_epoch_begin(0)
+    >>> log.on_epoch_end(0, {"loss": 0.5})
+    >>> sorted(log.history), log.history["loss"]
+    (['epoch_time_s', 'loss'], [0.5])
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        super().__init__()
+        self.path = None if path is None else Path(path)
+        self.history: dict[str, list[float]] = {}
+        self.resumed_epochs = 0
+        self._epoch_start = time.perf_counter()
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        done = int(getattr(self.model, "_initial_epoch", None) or 0)  # set by BackupAndRestore
+        if done and self.path is not None and self.path.is_file():
+            self.history = {k: v[:done] for k, v in json.loads(self.path.read_text()).items()}
+            self.resumed_epochs = done
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = {**(logs or {}), "epoch_time_s": time.perf_counter() - self._epoch_start}
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        if self.path is not None and self.path.parent.is_dir():
+            atomic_write_text(self.path, json.dumps(self.history))
