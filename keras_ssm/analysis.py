@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ import keras
 import numpy as np
 
 from keras_ssm.atomic import atomic_write_text
-from keras_ssm.stats import with_totals
+from keras_ssm.graph import Chain, chains, positions
+from keras_ssm.layers import is_masked
+from keras_ssm.stats import mask_array, sign_counts, with_totals
 from keras_ssm.wrap import masked_layers
 
 __all__ = [
@@ -54,42 +56,6 @@ __all__ = [
 
 ANALYSIS_FILE = "analysis.jsonl"
 
-# Layers a unit's output passes through unchanged in identity (one input, per-feature or
-# spatial ops): following them from a masked layer finds the masked layer that consumes it.
-_TRANSPARENT = (
-    "Activation",
-    "ELU",
-    "ReLU",
-    "LeakyReLU",
-    "PReLU",
-    "Softmax",
-    "Dropout",
-    "SpatialDropout1D",
-    "SpatialDropout2D",
-    "SpatialDropout3D",
-    "GaussianNoise",
-    "GaussianDropout",
-    "AlphaDropout",
-    "BatchNormalization",
-    "LayerNormalization",
-    "MaxPooling1D",
-    "MaxPooling2D",
-    "MaxPooling3D",
-    "AveragePooling1D",
-    "AveragePooling2D",
-    "AveragePooling3D",
-    "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D",
-    "GlobalAveragePooling3D",
-    "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D",
-    "GlobalMaxPooling3D",
-    "ZeroPadding1D",
-    "ZeroPadding2D",
-    "ZeroPadding3D",
-    "Flatten",
-)
-
 
 # ----------------------------------------------------------------------------- arrays
 def layer_arrays(layer: keras.layers.Layer) -> dict[str, Any]:
@@ -106,7 +72,7 @@ def layer_arrays(layer: keras.layers.Layer) -> dict[str, Any]:
     """
     tau = layer.mask_state.get("tau") if isinstance(layer.mask_state, dict) else None
     return {
-        "mask": np.asarray(keras.ops.convert_to_numpy(layer.compute_mask_values(training=False))),
+        "mask": mask_array(layer),
         "w0": np.asarray(keras.ops.convert_to_numpy(layer.w0)),
         "scores": np.asarray(keras.ops.convert_to_numpy(layer.scores)),
         "tau": None if tau is None else float(keras.ops.convert_to_numpy(tau)),
@@ -135,23 +101,14 @@ def mask_counts(mask: np.ndarray, w0: np.ndarray | None = None) -> dict[str, Any
     m = np.asarray(mask)
     if m.ndim < 2:
         raise ValueError(f"expected a kernel-shaped mask (>= 2 axes); got shape {m.shape}")
-    total = int(m.size)
-    kept, inverted = int(np.sum(m > 0)), int(np.sum(m < 0))
-    nonzero = kept + inverted
+    counts = sign_counts(m)  # total, kept, hidden, inverted, remaining, flipped
     alive = m != 0
     into_units = alive.reshape(-1, m.shape[-1]).any(axis=0)  # any weight into unit j
     from_inputs = np.moveaxis(alive, -2, 0).reshape(m.shape[-2], -1).any(axis=1)
     row: dict[str, Any] = {
         "shape": list(m.shape),
-        "total": total,
-        "kept": kept,
-        "hidden": total - nonzero,
-        "inverted": inverted,
-        "kept_frac": kept / total,
-        "hidden_frac": (total - nonzero) / total,
-        "inverted_frac": inverted / total,
-        "remaining": nonzero / total,
-        "flipped": inverted / nonzero if nonzero else 0.0,
+        **counts,
+        **{f"{k}_frac": counts[k] / counts["total"] for k in ("kept", "hidden", "inverted")},
         "units": int(m.shape[-1]),
         "no_incoming": int(np.sum(~into_units)),
         "inputs": int(m.shape[-2]),
@@ -181,48 +138,35 @@ def layer_stats(layer: keras.layers.Layer) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- graph
-def _consumer(layer: keras.layers.Layer) -> tuple[keras.layers.Layer, bool] | None:
-    """The one masked layer that reads ``layer``'s output (through transparent layers only),
-    and whether a Flatten lies between them; ``None`` when there is no such single consumer
-    (the output layer, residual additions, concatenations, several readers)."""
-    from keras_ssm.layers import is_masked
-
-    current, flattened = layer, False
-    for _ in range(64):
-        nodes = list(getattr(current, "_outbound_nodes", []) or [])
-        if len(nodes) != 1:
-            return None
-        nxt = nodes[0].operation
-        if is_masked(nxt):
-            return nxt, flattened
-        name = type(nxt).__name__
-        if name not in _TRANSPARENT:
-            return None
-        flattened = flattened or name == "Flatten"
-        current = nxt
-    return None
+def _chains(model: keras.Model) -> list[Chain]:
+    """The chains :func:`model_stats` reads: between masked layers, nested models included."""
+    return chains(model, is_masked, nested=True)
 
 
-def _feeds(unit_count: int, consumer_mask: np.ndarray, flattened: bool) -> np.ndarray | None:
-    """Per unit (of a layer with ``unit_count`` units): does the consumer keep any weight from
-    it?  ``None`` when the consumer's inputs do not map onto the units."""
+def _feeds(
+    chain_path: Sequence[keras.layers.Layer], unit_count: int, consumer_mask: np.ndarray
+) -> np.ndarray | None:
+    """Per unit of a producer with ``unit_count`` units: does the consumer at the end of its
+    chain (:func:`keras_ssm.graph.chains`) keep any weight from it?  ``None`` when the consumer's
+    inputs do not map onto the units."""
+    idx = positions(chain_path, unit_count)
     alive = np.moveaxis(consumer_mask != 0, -2, 0)
     rows = alive.reshape(alive.shape[0], -1).any(axis=1)  # per consumer input
-    if rows.size == unit_count:
-        return rows
-    if flattened and rows.size % unit_count == 0:  # channels-last flatten: index % channels
-        return rows.reshape(-1, unit_count).any(axis=0)
-    return None
+    if idx is None or rows.size != idx.size:
+        return None
+    return rows[idx].any(axis=0)
 
 
 def model_stats(model: keras.Model) -> dict[str, Any]:
     """:func:`layer_stats` of every masked layer, the totals, and dead units.
 
     Each row also gets ``no_outgoing_units`` (this layer's units from which the next masked
-    layer keeps no weight; ``None`` where the next reader is not one masked layer, e.g. the
-    output layer or a residual addition) and ``dead_units`` (units with no incoming or no
-    outgoing weight: they cannot affect the output).  Totals: ``total``, ``kept``, ``hidden``,
-    ``inverted``, ``remaining`` and ``flipped``, as :func:`keras_ssm.mask_stats` defines them.
+    layer keeps no weight, through per-channel layers only: the chains of
+    :func:`keras_ssm.graph.chains`; ``None`` where there is no such chain, e.g. the output
+    layer, a residual addition, a LayerNormalization or softmax in between) and ``dead_units``
+    (units with no incoming or no outgoing weight: they cannot affect the output).  Totals:
+    ``total``, ``kept``, ``hidden``, ``inverted``, ``remaining`` and ``flipped``, as
+    :func:`keras_ssm.mask_stats` defines them (one counter: :func:`keras_ssm.stats.sign_counts`).
 
     >>> import keras, keras_ssm
     >>> model = keras.Sequential([keras.Input((6,)), keras_ssm.layers.MaskedDense(3)])
@@ -233,15 +177,16 @@ def model_stats(model: keras.Model) -> dict[str, Any]:
     if not layers:
         raise ValueError(f"Model {model.name!r} has no masked layers; see keras_ssm.supermask().")
     arrays = {id(layer): layer_arrays(layer) for layer in layers}
+    chain_of = {id(c.producer): c for c in _chains(model)}
     rows = []
     for layer in layers:
         a = arrays[id(layer)]
         row: dict[str, Any] = {"name": layer.name, "class": type(layer).__name__, "tau": a["tau"]}
         row.update(mask_counts(a["mask"], a["w0"]))
-        found = _consumer(layer)
+        chain = chain_of.get(id(layer))
         feeds = None
-        if found is not None and id(found[0]) in arrays:
-            feeds = _feeds(row["units"], arrays[id(found[0])]["mask"], found[1])
+        if chain is not None:
+            feeds = _feeds(chain.path, row["units"], arrays[id(chain.consumer)]["mask"])
         row["no_outgoing_units"] = None if feeds is None else int(np.sum(~feeds))
         m = a["mask"] != 0
         dead = ~m.reshape(-1, m.shape[-1]).any(axis=0)

@@ -14,6 +14,17 @@ and adds ``mask``, ``weight_initializer``, ``score_initializer``, ``threshold`` 
 
 ``kernel_regularizer`` and ``kernel_constraint`` apply to the scores (the trainable stand-in for
 the kernel); ``kernel_initializer`` is an alias of ``weight_initializer``.
+
+Other layer types: :func:`register_maskable` defines (and registers) ``Masked<Layer>`` for any
+layer type that keeps its kernel the way Dense and Conv do, which makes it maskable by
+``keras_ssm.supermask`` too:
+
+>>> MaskedEinsumDense = keras_ssm.layers.register_maskable(keras.layers.EinsumDense)
+>>> layer = MaskedEinsumDense("ab,bc->ac", output_shape=4, bias_axes="c")
+>>> tuple(layer(keras.ops.ones((2, 3))).shape), [v.name for v in layer.trainable_variables]
+((2, 4), ['scores'])
+>>> keras.layers.EinsumDense in keras_ssm.layers.MASKED_LAYERS
+True
 """
 
 from __future__ import annotations
@@ -27,13 +38,28 @@ from keras import ops
 from keras_ssm import initializers as ssm_initializers
 from keras_ssm import masks
 
-__all__ = ["MaskedLayerMixin", "MaskedDense", "MaskedConv1D", "MaskedConv2D", "MaskedConv3D"]
+__all__ = [
+    "MaskedLayerMixin",
+    "MaskedDense",
+    "MaskedConv1D",
+    "MaskedConv2D",
+    "MaskedConv3D",
+    "MASKED_LAYERS",
+    "register_maskable",
+    "is_masked",
+]
 
 _OWN_ARGS = ("mask", "weight_initializer", "score_initializer", "threshold", "train_bias")
 
 
 class MaskedLayerMixin:
-    """Turns a stock Keras layer that keeps its kernel in ``_kernel`` into a masked layer."""
+    """Turns a stock Keras layer that keeps its kernel in ``_kernel`` into a masked layer.
+
+    The contract with the stock layer (see :func:`register_maskable`): ``build`` creates the
+    kernel variable as ``self._kernel`` (and ``self.bias``, or sets it to ``None``), ``call``
+    reads the kernel through the ``kernel`` property (which this mixin overrides), and
+    ``__init__`` takes ``kernel_initializer``, ``kernel_regularizer`` and ``kernel_constraint``.
+    """
 
     stock_class: type[keras.layers.Layer]
 
@@ -78,6 +104,12 @@ class MaskedLayerMixin:
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)
+        if not isinstance(getattr(self, "_kernel", None), keras.Variable):
+            raise ValueError(
+                f"{type(self).__name__}: {self.stock_class.__name__}.build did not create its "
+                "kernel variable as `self._kernel`, which a masked layer needs (see "
+                "keras_ssm.layers.register_maskable)."
+            )
         self._kernel.trainable = False
         if self.bias is not None:
             self.bias.trainable = self.train_bias
@@ -109,16 +141,24 @@ class MaskedLayerMixin:
         ``M`` in {-1, 0, 1}, ``cast(w0) * M`` equals ``cast(w0 * M)`` exactly."""
         if not self.built:
             raise AttributeError("You must build the layer before accessing `kernel`.")
+        self._kernel_read = True
         mask_values = self.compute_mask_values(training=getattr(self, "_mask_training", None))
         w0 = ops.convert_to_tensor(self._kernel)  # autocast inside a mixed-precision call
         return ops.multiply(w0, ops.cast(mask_values, w0.dtype))
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        self._mask_training = training
+        self._mask_training, self._kernel_read = training, False
         try:
-            return super().call(inputs)
+            outputs = super().call(inputs)
         finally:
             self._mask_training = None
+        if not self._kernel_read:
+            raise ValueError(
+                f"{type(self).__name__}: {self.stock_class.__name__}.call did not read the "
+                "`kernel` property, so the mask would never apply (see "
+                "keras_ssm.layers.register_maskable)."
+            )
+        return outputs
 
     def _own_variables(self) -> list[keras.Variable]:
         state = [v for v in self.mask_state.values() if isinstance(v, keras.Variable)]
@@ -181,11 +221,134 @@ def _signature(stock: type[keras.layers.Layer]) -> inspect.Signature:
     return inspect.Signature(params)
 
 
-def _masked(stock: type[keras.layers.Layer]) -> type[keras.layers.Layer]:
-    """Define ``Masked<stock>``: the mixin on top of a stock layer, registered for ``.keras``."""
-    name = f"Masked{stock.__name__}"
+# Stock layer type -> its masked class: the table keras_ssm.supermask converts layers with.
+# Extend it with register_maskable (which checks the stock type), not by assigning to it.
+MASKED_LAYERS: dict[type[keras.layers.Layer], type[keras.layers.Layer]] = {}
+
+_KERAS_PACKAGE = "keras_ssm"
+_KERNEL_ARGS = ("kernel_initializer", "kernel_regularizer", "kernel_constraint")
+_CONTRACT = (
+    "A maskable layer keeps its kernel the way Dense and Conv do: `build` creates the variable "
+    "`self._kernel`, a `kernel` property returns it, `call` reads `self.kernel`, and `__init__` "
+    "takes kernel_initializer, kernel_regularizer and kernel_constraint."
+)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _stock_problems(stock: type[keras.layers.Layer]) -> list[str]:
+    """What in ``stock``'s class breaks the mixin's contract (what can be checked before build)."""
+    problems = []
+    if not isinstance(inspect.getattr_static(stock, "kernel", None), property):
+        problems.append(
+            "it has no `kernel` property (it keeps its kernel in a plain attribute or under "
+            "another name)"
+        )
+    if stock.build is keras.layers.Layer.build:
+        problems.append("it does not define `build`, where the `_kernel` variable is created")
+    init = inspect.signature(stock.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in init.values()):
+        missing = [arg for arg in _KERNEL_ARGS if arg not in init]
+        if missing:
+            problems.append(f"its __init__ does not take {', '.join(missing)}")
+    call = list(inspect.signature(stock.call).parameters.values())[2:]  # after self, inputs
+    needed = [
+        p.name
+        for p in call
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if needed:
+        problems.append(f"its call needs arguments besides the inputs: {', '.join(needed)}")
+    return problems
+
+
+def register_maskable(
+    stock: type[keras.layers.Layer], *, name: str | None = None
+) -> type[keras.layers.Layer]:
+    """Make the layer type ``stock`` maskable: define, register and return ``Masked<Stock>``.
+
+    The class returned subclasses :class:`MaskedLayerMixin` and ``stock`` (the same arguments
+    and defaults, plus the masked layers' own).  It is registered with Keras as
+    ``"keras_ssm>" + name``, so models holding it save to and load from ``.keras`` files, and it
+    is added to :data:`MASKED_LAYERS`, the table ``keras_ssm.supermask`` converts layers with
+    (by exact type: a subclass of a maskable type needs its own registration).  Calling this
+    again for the same ``stock`` returns the same class.
+
+    ``stock`` must keep its kernel as Dense, EinsumDense and Conv1D/2D/3D do: ``build`` creates
+    the kernel variable as ``self._kernel``, a ``kernel`` property returns it and ``call`` reads
+    ``self.kernel``; ``__init__`` takes ``kernel_initializer``, ``kernel_regularizer`` and
+    ``kernel_constraint``.  What the class shows is checked here (``ValueError``: e.g.
+    Conv1DTranspose keeps its kernel in a plain attribute; Embedding, DepthwiseConv2D and LSTM
+    have no ``kernel``); the rest is checked when a layer is built and first called.
+
+    Like a Keras custom object, a ``.keras`` file holding a ``Masked<Stock>`` layer loads in a
+    process that has made ``stock`` maskable first: call this at import time of a module that
+    the loading code imports.
+
+    Args:
+        stock: a ``keras.layers.Layer`` subclass: a Keras layer or your own (e.g. a subclass of
+            Dense).
+        name: the class name, ``"Masked" + stock.__name__`` by default; give another one when
+            two maskable layer types share a ``__name__``.
+
+    >>> import keras
+    >>> register_maskable(keras.layers.Dense) is MaskedDense
+    True
+    >>> register_maskable(keras.layers.Conv1DTranspose)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Conv1DTranspose cannot be masked: it has no `kernel` property ...
+    """
+    if not (isinstance(stock, type) and issubclass(stock, keras.layers.Layer)):
+        raise ValueError(
+            f"register_maskable expects a keras.layers.Layer subclass; received {stock!r}."
+        )
+    if issubclass(stock, MaskedLayerMixin):
+        raise ValueError(
+            f"{stock.__name__} is already a masked layer (of {stock.stock_class.__name__}); "
+            "pass the stock layer type."
+        )
+    problems = _stock_problems(stock)
+    if problems:
+        raise ValueError(f"{stock.__name__} cannot be masked: {'; '.join(problems)}. {_CONTRACT}")
+    if stock in MASKED_LAYERS:
+        cls = MASKED_LAYERS[stock]
+        if name is not None and name != cls.__name__:
+            raise ValueError(
+                f"{stock.__name__} is already maskable as {cls.__name__}; received name={name!r}."
+            )
+        return cls
+    name = f"Masked{stock.__name__}" if name is None else name
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(
+            f"`name` must be a Python identifier (the masked class' name); received {name!r}."
+        )
+    registered = f"{_KERAS_PACKAGE}>{name}"
+    taken = keras.saving.get_custom_objects().get(registered)
+    taken_stock = getattr(taken, "stock_class", None)
+    # A stock class defined again (a reloaded module, a re-run notebook cell) replaces the old.
+    if taken is not None and not (
+        isinstance(taken_stock, type) and _qualified(taken_stock) == _qualified(stock)
+    ):
+        owner = f" (the masked {taken_stock.__name__})" if isinstance(taken_stock, type) else ""
+        raise ValueError(
+            f"Cannot make {_qualified(stock)} maskable as {name!r}: Keras already has "
+            f"{registered!r} registered{owner}. Pass register_maskable(..., name=...) another "
+            "class name."
+        )
+    MASKED_LAYERS.pop(taken_stock, None)
+    cls = _define(stock, name)
+    MASKED_LAYERS[stock] = cls
+    return cls
+
+
+def _define(stock: type[keras.layers.Layer], name: str) -> type[keras.layers.Layer]:
+    """Define ``name``: the mixin on top of a stock layer, registered for ``.keras``."""
+    where = "keras.layers" if stock.__module__.split(".")[0] == "keras" else stock.__module__
     doc = (
-        f"``keras.layers.{stock.__name__}`` with a frozen kernel ``w0`` and a learned mask: its "
+        f"``{where}.{stock.__name__}`` with a frozen kernel ``w0`` and a learned mask: its "
         f"``kernel`` is ``w0 * mask(scores)``.  Same arguments and defaults as the stock layer, "
         "plus ``mask``, ``weight_initializer``, ``score_initializer``, ``threshold`` and "
         "``train_bias`` (see :mod:`keras_ssm.layers`)."
@@ -193,17 +356,13 @@ def _masked(stock: type[keras.layers.Layer]) -> type[keras.layers.Layer]:
     cls = type(name, (MaskedLayerMixin, stock), {"__doc__": doc, "stock_class": stock})
     cls.__module__ = __name__
     cls.__signature__ = _signature(stock)
-    return keras.saving.register_keras_serializable(package="keras_ssm", name=name)(cls)
+    return keras.saving.register_keras_serializable(package=_KERAS_PACKAGE, name=name)(cls)
 
 
-MaskedDense = _masked(keras.layers.Dense)
-MaskedConv1D = _masked(keras.layers.Conv1D)
-MaskedConv2D = _masked(keras.layers.Conv2D)
-MaskedConv3D = _masked(keras.layers.Conv3D)
-
-MASKED_LAYERS: dict[type[keras.layers.Layer], type[keras.layers.Layer]] = {
-    cls.stock_class: cls for cls in (MaskedDense, MaskedConv1D, MaskedConv2D, MaskedConv3D)
-}
+MaskedDense = register_maskable(keras.layers.Dense)
+MaskedConv1D = register_maskable(keras.layers.Conv1D)
+MaskedConv2D = register_maskable(keras.layers.Conv2D)
+MaskedConv3D = register_maskable(keras.layers.Conv3D)
 
 
 def is_masked(layer: keras.layers.Layer) -> bool:

@@ -17,17 +17,35 @@ Three masks ship with the library:
 - ``"signed"`` (:class:`SignedMask`, the paper's): keep (+1), hide (0) or invert (-1).
 - ``"binary"`` (:class:`BinaryMask`, Zhou et al. 2019): a Bernoulli sample in training.
 - ``"topk"`` (:class:`TopKMask`, Ramanujan et al. 2020, "edge-popup"): keep the top ``k`` share.
+
+Your own mask: subclass :class:`Mask`, give it a ``name`` and register it with :func:`register`.
+It is then usable by name wherever a mask is (layers, ``supermask``, configs), and a ``.keras``
+file using it loads in any process that imports the module registering it, just like a Keras
+custom object.  ``ALLOWED`` lists the names registered so far.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import keras
 from keras import ops
 
-__all__ = ["Mask", "SignedMask", "BinaryMask", "TopKMask", "get", "serialize", "ALLOWED"]
+__all__ = [
+    "Mask",
+    "SignedMask",
+    "BinaryMask",
+    "TopKMask",
+    "get",
+    "serialize",
+    "register",
+    "straight_through",
+    "read",
+    "ALLOWED",
+]
 
 
 def straight_through(step: Callable[[Any], Any], scores: Any) -> Any:
@@ -67,6 +85,8 @@ class Mask:
 
     Subclasses set ``name`` (the string id) and ``values`` (the mask values it can produce) and
     implement ``__call__``; ``build`` creates per-layer state on the layer that owns the scores.
+    ``get_config`` returns the constructor's arguments (the default ``from_config`` passes them
+    back).  Register a subclass with :func:`register` to use it by name and to save it.
     """
 
     name: ClassVar[str] = ""
@@ -210,12 +230,129 @@ class TopKMask(Mask):
         return {"k": self.k}
 
 
-_REGISTRY: dict[str, type[Mask]] = {cls.name: cls for cls in (SignedMask, BinaryMask, TopKMask)}
-ALLOWED: tuple[str, ...] = tuple(_REGISTRY)
+# The registry: lower-cased mask name -> class (the built-in masks first, then in registration
+# order).  The package under which :func:`register` also registers each mask with Keras.
+_REGISTRY: dict[str, type[Mask]] = {}
+_KERAS_PACKAGE = "keras_ssm.masks"
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
+_M = TypeVar("_M", bound=Mask)
+
+# ``ALLOWED``: the registered mask names, a tuple computed on each access (module ``__getattr__``)
+# so it includes the masks registered after import.
+ALLOWED: tuple[str, ...]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ALLOWED":
+        return _allowed()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _allowed() -> tuple[str, ...]:
+    return tuple(cls.name for cls in _REGISTRY.values())
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register(cls: type[_M]) -> type[_M]:
+    """Register the :class:`Mask` subclass ``cls`` under its ``name``; returns ``cls``.
+
+    Use it as a class decorator (or call it).  A registered mask resolves by name in :func:`get`,
+    hence in the masked layers, in ``keras_ssm.supermask`` and in saved configs, and it is listed
+    in :data:`ALLOWED`.  It is registered with Keras too, as ``"keras_ssm.masks>" + name``, so
+    ``keras.saving.serialize_keras_object`` / ``deserialize_keras_object`` handle its instances.
+
+    A masked layer saves its mask as ``{"class_name": name, "config": mask.get_config()}``, so a
+    ``.keras`` file loads in any process that has imported the module registering the mask first,
+    just like a Keras custom object.  For a single load,
+    ``keras.saving.load_model(path, custom_objects={name: cls})`` works as well.
+
+    Names are case-insensitive ids: letters, digits, ``_``, ``.`` and ``-``, starting with a
+    letter.  Registering a class again does nothing, and a class defined again under the same
+    module and qualified name (a reloaded module, a re-run notebook cell) replaces the earlier
+    definition; any other clash raises ``ValueError``.
+
+    >>> from keras import ops
+    >>> from keras_ssm import masks
+    >>> @masks.register
+    ... class MarginMask(masks.Mask):
+    ...     '''Keep (1) the weights whose score exceeds ``margin``, hide (0) the rest.'''
+    ...     name = "margin"
+    ...     values = (0, 1)
+    ...     def __init__(self, margin=0.0):
+    ...         self.margin = float(margin)
+    ...     def __call__(self, scores, state, training=None):
+    ...         step = lambda s: ops.cast(ops.greater(s, self.margin), s.dtype)
+    ...         return masks.straight_through(step, scores)
+    ...     def get_config(self):
+    ...         return {"margin": self.margin}
+    >>> masks.get("margin", margin=0.2)
+    MarginMask(margin=0.2)
+    >>> masks.serialize(MarginMask(0.2))
+    {'class_name': 'margin', 'config': {'margin': 0.2}}
+    >>> masks.ALLOWED
+    ('signed', 'binary', 'topk', 'margin')
+    >>> masks.register(masks.SignedMask) is masks.SignedMask   # already registered: a no-op
+    True
+    >>> class OtherSigned(masks.SignedMask):                   # inherits name = "signed"
+    ...     pass
+    >>> masks.register(OtherSigned)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Cannot register mask class OtherSigned as 'signed': that name is taken by ...
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Mask)) or cls is Mask:
+        what = "the base class Mask itself" if cls is Mask else repr(cls)
+        raise ValueError(
+            "keras_ssm.masks.register expects a subclass of keras_ssm.masks.Mask (a class that "
+            f"sets `name` and `values` and implements `__call__`); received {what}."
+        )
+    name = cls.__dict__.get("name", cls.name)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"Cannot register mask class {cls.__qualname__}: its `name` is {name!r}. Set the "
+            "class attribute `name` to a non-empty id of letters, digits, '_', '.' or '-' that "
+            "starts with a letter, e.g. name = 'my_mask'."
+        )
+    key = name.lower()
+    taken = _REGISTRY.get(key)
+    if taken is not None and taken is not cls and _qualified(taken) != _qualified(cls):
+        raise ValueError(
+            f"Cannot register mask class {cls.__qualname__} as {name!r}: that name is taken by "
+            f"{_qualified(taken)}. Give {cls.__qualname__} its own `name`; the taken names "
+            f"are: {', '.join(_allowed())}."
+        )
+    _REGISTRY[key] = cls
+    keras.saving.register_keras_serializable(package=_KERAS_PACKAGE, name=name)(cls)
+    return cls
+
+
+for _builtin in (SignedMask, BinaryMask, TopKMask):
+    register(_builtin)
+del _builtin
 
 
 def serialize(mask: Mask) -> dict[str, Any]:
-    """The JSON-able config of ``mask``: ``{"class_name": name, "config": {...}}``."""
+    """The JSON-able config of ``mask``: ``{"class_name": name, "config": {...}}``.
+
+    ``mask``'s class must be the one registered under its ``name`` (see :func:`register`): any
+    other config would not load back, or would load as another mask, so it raises ``ValueError``.
+
+    >>> serialize(SignedMask(0.3))
+    {'class_name': 'signed', 'config': {'threshold': 0.3}}
+    """
+    if not isinstance(mask, Mask):
+        raise ValueError(f"Expected a keras_ssm.masks.Mask instance; received {mask!r}.")
+    found = _find(mask.name)
+    if found is not type(mask):
+        taken = "" if found is None else f" (that name belongs to {_qualified(found)})"
+        raise ValueError(
+            f"Cannot serialize {mask!r}: its class {_qualified(type(mask))} is not registered "
+            f"as mask {mask.name!r}{taken}, so a saved model could not load it. Give the class "
+            "its own `name` and decorate it with @keras_ssm.masks.register."
+        )
     return {"class_name": mask.name, "config": mask.get_config()}
 
 
@@ -224,6 +361,10 @@ def get(identifier: str | dict[str, Any] | Mask, **overrides: Any) -> Mask:
 
     ``overrides`` (e.g. ``threshold=0.5``) are merged into the config of a string or dict id; an
     argument the mask does not take raises a ``ValueError`` that names the mask's arguments.
+    Names resolve among the registered masks (:func:`register`), then among Keras' custom
+    objects (``custom_objects`` given to ``keras.saving.load_model``, a
+    ``keras.saving.custom_object_scope``, or a Keras registered name such as
+    ``"keras_ssm.masks>signed"``).
     """
     if isinstance(identifier, Mask):
         if overrides:
@@ -233,28 +374,54 @@ def get(identifier: str | dict[str, Any] | Mask, **overrides: Any) -> Mask:
     if isinstance(identifier, str):
         cls, config = _lookup(identifier), {}
     elif isinstance(identifier, dict) and "class_name" in identifier:
-        cls, config = _lookup(identifier["class_name"]), dict(identifier.get("config") or {})
+        # A Keras `serialize_keras_object` dict names the class by its `registered_name`.
+        name = identifier.get("registered_name") or identifier["class_name"]
+        cls, config = _lookup(name), dict(identifier.get("config") or {})
     else:
         raise ValueError(
-            f"Could not interpret mask identifier {identifier!r}: expected one of {ALLOWED}, "
+            f"Could not interpret mask identifier {identifier!r}: expected one of {_allowed()}, "
             "a dict {'class_name': ..., 'config': {...}} or a keras_ssm.masks.Mask instance."
         )
     return _construct(cls, {**config, **overrides})
 
 
+def _find(name: Any) -> type[Mask] | None:
+    """The mask class registered as ``name``, or found among Keras' custom objects, or None."""
+    if not isinstance(name, str) or not name:
+        return None
+    cls = _REGISTRY.get(name.lower())
+    if cls is None:
+        found = keras.saving.get_registered_object(name)
+        if isinstance(found, type) and issubclass(found, Mask):
+            cls = found
+    return cls
+
+
 def _lookup(name: str) -> type[Mask]:
-    key = str(name).lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"Unknown mask {name!r}. Allowed masks: {', '.join(ALLOWED)}.")
-    return _REGISTRY[key]
+    cls = _find(name)
+    if cls is None:
+        raise ValueError(
+            f"Unknown mask {name!r}. Allowed masks: {', '.join(_allowed())}. A custom Mask "
+            "subclass must be registered with @keras_ssm.masks.register (its module imported) "
+            "before it is used or loaded."
+        )
+    return cls
+
+
+def _arguments(cls: type[Mask]) -> str:
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return "unknown"
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return ", ".join(p.name for p in params if p.kind not in variadic) or "none"
 
 
 def _construct(cls: type[Mask], config: dict[str, Any]) -> Mask:
     try:
         return cls(**config)
     except TypeError as err:
-        allowed = ", ".join(cls().get_config()) or "none"
         raise ValueError(
             f"Mask {cls.name!r} got unexpected arguments {sorted(config)}; "
-            f"its arguments are: {allowed}."
+            f"its arguments are: {_arguments(cls)}."
         ) from err

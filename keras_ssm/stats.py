@@ -20,11 +20,51 @@ import numpy as np
 
 from keras_ssm.wrap import iter_layers, masked_layers
 
-__all__ = ["MaskStatsCallback", "mask_stats", "summary", "ternary_entropy_bits", "with_totals"]
+__all__ = [
+    "MaskStatsCallback",
+    "mask_array",
+    "mask_stats",
+    "sign_counts",
+    "summary",
+    "ternary_entropy_bits",
+    "with_totals",
+]
+
+# The counts every mask_stats row carries (besides ``name`` and ``class``).
+_ROW_KEYS = ("total", "kept", "inverted", "hidden", "remaining")
 
 
-def _mask_array(layer: keras.layers.Layer) -> np.ndarray:
+def mask_array(layer: keras.layers.Layer) -> np.ndarray:
+    """A masked layer's mask as numpy, in inference mode (what ``fold`` multiplies in)."""
     return np.asarray(keras.ops.convert_to_numpy(layer.compute_mask_values(training=False)))
+
+
+def _counts(total: int, kept: int, inverted: int) -> dict[str, Any]:
+    nonzero = kept + inverted
+    return {
+        "total": total,
+        "kept": kept,
+        "inverted": inverted,
+        "hidden": total - nonzero,
+        "remaining": nonzero / total,
+        "flipped": inverted / nonzero if nonzero else 0.0,
+    }
+
+
+def sign_counts(mask: np.ndarray) -> dict[str, Any]:
+    """The one mask counter behind :func:`mask_stats`, :func:`with_totals` and
+    :func:`keras_ssm.analysis.mask_counts`.
+
+    Returns ``total`` (entries), ``kept`` (+1), ``inverted`` (-1), ``hidden`` (0),
+    ``remaining`` (the non-zero share) and ``flipped`` (the inverted share of the non-zero
+    entries; 0 when none remains).
+
+    >>> counts = sign_counts(np.array([[1, 0, -1], [0, 0, 1]]))
+    >>> [counts[k] for k in ("total", "kept", "inverted", "hidden", "remaining", "flipped")]
+    [6, 2, 1, 3, 0.5, 0.3333333333333333]
+    """
+    m = np.asarray(mask)
+    return _counts(int(m.size), int(np.sum(m > 0)), int(np.sum(m < 0)))
 
 
 def mask_stats(model: keras.Model) -> dict[str, Any]:
@@ -38,19 +78,9 @@ def mask_stats(model: keras.Model) -> dict[str, Any]:
     """
     rows = []
     for layer in masked_layers(model):
-        values = _mask_array(layer)
-        kept, inverted = int(np.sum(values > 0)), int(np.sum(values < 0))
-        total = int(values.size)
+        counts = sign_counts(mask_array(layer))
         rows.append(
-            {
-                "name": layer.name,
-                "class": type(layer).__name__,
-                "total": total,
-                "kept": kept,
-                "inverted": inverted,
-                "hidden": total - kept - inverted,
-                "remaining": (kept + inverted) / total,
-            }
+            {"name": layer.name, "class": type(layer).__name__, **{k: counts[k] for k in _ROW_KEYS}}
         )
     if not rows:
         raise ValueError(f"Model {model.name!r} has no masked layers; see keras_ssm.supermask().")
@@ -58,15 +88,11 @@ def mask_stats(model: keras.Model) -> dict[str, Any]:
 
 
 def with_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{"layers": rows}`` plus the counts summed over the rows, ``remaining`` and ``flipped``."""
-    totals = {key: sum(row[key] for row in rows) for key in ("total", "kept", "inverted", "hidden")}
-    nonzero = totals["kept"] + totals["inverted"]
-    return {
-        "layers": rows,
-        **totals,
-        "remaining": nonzero / totals["total"],
-        "flipped": totals["inverted"] / nonzero if nonzero else 0.0,
-    }
+    """``{"layers": rows}`` plus the counts summed over the rows (``total``, ``kept``,
+    ``inverted``, ``hidden``), ``remaining`` and ``flipped``, as :func:`sign_counts` defines
+    them."""
+    totals = _counts(*(sum(row[key] for row in rows) for key in ("total", "kept", "inverted")))
+    return {"layers": rows, **totals}
 
 
 def ternary_entropy_bits(kept: int, inverted: int, hidden: int) -> float:

@@ -28,6 +28,13 @@ def _set_mask(layer: keras.layers.Layer, mask: np.ndarray, w0: np.ndarray | None
         layer.w0.assign(np.asarray(w0, dtype="float32"))
 
 
+def _numpy_mask(layer: keras.layers.Layer) -> np.ndarray:
+    """The signed mask M = +1 if s > tau, -1 if s < -tau, else 0, computed here in numpy."""
+    scores = keras.ops.convert_to_numpy(layer.scores)
+    tau = keras.ops.convert_to_numpy(layer.mask_state["tau"])
+    return (scores > tau).astype(int) - (scores < -tau).astype(int)
+
+
 def _dense_chain(masks: list[np.ndarray]) -> keras.Model:
     inputs = keras.Input((masks[0].shape[0],))
     x = inputs
@@ -104,10 +111,11 @@ def test_model_stats_dead_units_in_a_dense_chain() -> None:
     assert stats["total"] == 6 + 6 and stats["kept"] == 4 and stats["inverted"] == 1
     assert stats["remaining"] == pytest.approx(5 / 12)
     assert stats["flipped"] == pytest.approx(1 / 5)
-    # the same totals as keras_ssm.mask_stats
+    # keras_ssm.mask_stats: the same counts, by hand
     base = keras_ssm.mask_stats(model)
-    assert base["remaining"] == pytest.approx(stats["remaining"])
-    assert base["flipped"] == pytest.approx(stats["flipped"])
+    assert (base["total"], base["kept"], base["inverted"], base["hidden"]) == (12, 4, 1, 7)
+    assert base["remaining"] == pytest.approx(5 / 12)
+    assert base["flipped"] == pytest.approx(1 / 5)
 
 
 def test_model_stats_conv_to_dense_through_flatten() -> None:
@@ -124,6 +132,55 @@ def test_model_stats_conv_to_dense_through_flatten() -> None:
     _set_mask(dense, dense_mask)
     row = analysis.model_stats(model)["layers"][0]
     assert row["no_incoming"] == 0 and row["no_outgoing_units"] == 1 and row["dead_units"] == 1
+
+
+@pytest.mark.parametrize(
+    ("middle", "no_outgoing_units"),
+    [
+        (lambda: [], 1),
+        (lambda: [keras.layers.ReLU()], 1),
+        (lambda: [keras.layers.PReLU()], 1),
+        (lambda: [keras.layers.Dropout(0.5), keras.layers.BatchNormalization()], 1),
+        # mixing channels: unit 1 still moves the others, so it is not dead
+        (lambda: [keras.layers.LayerNormalization()], None),
+        (lambda: [keras.layers.Softmax()], None),
+        (lambda: [keras.layers.Activation("softmax")], None),
+    ],
+)
+def test_model_stats_dead_units_through_per_channel_layers_only(middle, no_outgoing_units) -> None:
+    first = np.ones((3, 4))
+    second = np.ones((4, 2))
+    second[1] = 0  # the second layer keeps no weight from unit 1 of the first
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            MaskedDense(4, use_bias=False, name="d0"),
+            *middle(),
+            MaskedDense(2, use_bias=False, name="d1"),
+        ]
+    )
+    _set_mask(model.get_layer("d0"), first)
+    _set_mask(model.get_layer("d1"), second)
+    row = analysis.model_stats(model)["layers"][0]
+    assert row["no_outgoing_units"] == no_outgoing_units
+    assert row["dead_units"] == (no_outgoing_units or 0)
+
+
+def test_model_stats_no_dead_units_behind_softmax_or_a_model_output() -> None:
+    inputs = keras.Input((3,))
+    soft = MaskedDense(4, activation="softmax", use_bias=False, name="soft")
+    shown = MaskedDense(4, use_bias=False, name="shown")  # also a model output
+    last = MaskedDense(2, use_bias=False, name="last")
+    h = shown(soft(inputs))
+    model = keras.Model(inputs, [h, last(h)])
+    for layer in (soft, shown, last):
+        mask = np.ones(layer.kernel.shape)
+        mask[1] = 0  # every layer ignores its input 1 (soft: a feature; the others: a unit)
+        _set_mask(layer, mask)
+    rows = {row["name"]: row for row in analysis.model_stats(model)["layers"]}
+    assert rows["soft"]["no_outgoing_units"] is None  # softmax mixes its units
+    assert rows["shown"]["no_outgoing_units"] is None  # its units are an output
+    assert (rows["soft"]["dead_units"], rows["shown"]["dead_units"]) == (0, 0)
 
 
 def test_model_stats_needs_masked_layers() -> None:
@@ -198,21 +255,39 @@ def test_mask_recorder_across_a_short_fit(tmp_path: Path) -> None:
     assert records[0]["changed"] is None and records[0]["logs"] == {}
     assert all(0 <= r["changed"] <= 1 for r in records[1:])
     assert {"loss", "accuracy"} <= set(records[-1]["logs"])
-    final = analysis.model_stats(model)
-    assert records[-1]["remaining"] == pytest.approx(final["remaining"])
-    for row, expected in zip(records[-1]["layers"], final["layers"], strict=True):
-        assert row["name"] == expected["name"]
+    # the last record against the final masks, counted here in numpy (not by model_stats)
+    first, second = (_numpy_mask(layer) for layer in model.layers)
+    total = first.size + second.size
+    nonzero = np.count_nonzero(first) + np.count_nonzero(second)
+    assert records[-1]["remaining"] == pytest.approx(nonzero / total)
+    no_input_0 = ~(first != 0).any(axis=0)  # d0's units that receive nothing
+    no_output_0 = ~(second != 0).any(axis=1)  # d0's units the output layer ignores
+    no_input_1 = ~(second != 0).any(axis=0)
+    expected = [
+        (
+            model.layers[0].name,
+            first,
+            int(np.sum(no_output_0)),
+            int(np.sum(no_input_0 | no_output_0)),
+        ),
+        (model.layers[1].name, second, None, int(np.sum(no_input_1))),  # the output layer
+    ]
+    for row, (name, mask, no_outgoing_units, dead) in zip(
+        records[-1]["layers"], expected, strict=True
+    ):
+        assert row["name"] == name
         assert (row["kept"], row["hidden"], row["inverted"]) == (
-            expected["kept"],
-            expected["hidden"],
-            expected["inverted"],
+            int(np.sum(mask == 1)),
+            int(np.sum(mask == 0)),
+            int(np.sum(mask == -1)),
         )
-        assert row["dead_units"] == expected["dead_units"]
+        assert row["no_outgoing_units"] == no_outgoing_units
+        assert row["dead_units"] == dead
     assert [p.name for p in run_dir.iterdir()] == [analysis.ANALYSIS_FILE]  # no temp files
     columns = analysis.flatten_records(records)
     assert columns["epoch"] == [0, 1, 2, 3]
     assert columns["loss"][0] is None and columns["loss"][-1] is not None
-    assert len(columns[f"remaining/{final['layers'][0]['name']}"]) == 4
+    assert len(columns[f"remaining/{model.layers[0].name}"]) == 4
 
     # a new (not resumed) fit starts the file over
     model.fit(x, y, epochs=1, verbose=0, callbacks=[analysis.MaskRecorder(run_dir)])
@@ -227,14 +302,15 @@ def test_read_records_missing_and_broken(tmp_path: Path) -> None:
 
 
 def test_plotting_is_imported_lazily() -> None:
-    """keras_ssm, its analysis and the `report` parser never import the plotting module (or
-    matplotlib, unless something else, e.g. a Keras utility, already did)."""
+    """keras_ssm, its analysis, report and the `ssm report` parser never import the plotting
+    module (or matplotlib, unless something else, e.g. a Keras utility, already did)."""
     code = (
         "import sys, keras;"
         "mpl = lambda: {m for m in sys.modules if m.split('.')[0] == 'matplotlib'};"
         "before = mpl();"
-        "import argparse, keras_ssm, keras_ssm.analysis, keras_ssm.report;"
-        "p = argparse.ArgumentParser(); keras_ssm.report.register(p.add_subparsers());"
+        "import keras_ssm, keras_ssm.analysis, keras_ssm.report, keras_ssm.cli;"
+        "args = keras_ssm.cli.build_parser().parse_args(['report', 'runs/fcn']);"
+        "assert args.command == 'report', args;"
         "assert 'keras_ssm.plots' not in sys.modules, 'keras_ssm.plots imported';"
         "assert mpl() == before, sorted(mpl() - before)"
     )

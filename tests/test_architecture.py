@@ -92,7 +92,9 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_checker_sees_function_level_imports_and_cycles(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from keras_ssm.cli import build_parser\n    import keras_ssm.wrap\n")
+    source.write_text(
+        "def f():\n    from keras_ssm.cli import build_parser\n    import keras_ssm.wrap\n"
+    )
     assert imports_of(source, "keras_ssm") == {"keras_ssm.cli", "keras_ssm.wrap"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None

@@ -897,7 +897,7 @@ def ctx(tmp_path: Path, shared: dict[str, Path], monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds-empty"))
-    data._read_cached.cache_clear()
+    data.formats.read_cached.cache_clear()
     return Ctx(tmp_path, shared)
 
 
@@ -913,8 +913,8 @@ def test_bad_input(
     if expected in (SYS_EXIT, EXIT_2):
         argv = case(ctx)
         if expected == SYS_EXIT:  # if parsing wrongly succeeds, run nothing
-            for name in ("cmd_train", "cmd_eval", "cmd_summary"):
-                monkeypatch.setattr(cli, name, lambda args: None)
+            for module in (cli.train, cli.evaluate, cli.summary):
+                monkeypatch.setattr(module, "run", lambda args: None)
         capsys.readouterr()
         try:
             status = cli.main(argv)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import doctest
 import gzip
+import importlib
+import importlib.util
 import io
 import os
 import pickle
+import pkgutil
 import struct
 import subprocess
 import sys
@@ -38,7 +41,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds-empty"))
-    data._read_cached.cache_clear()
+    data.formats.read_cached.cache_clear()
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,11 +231,25 @@ def test_unknown_name_lists_allowed(call) -> None:
         ({"split": "validation"}, "'validation'.*train, test"),
         ({"batch_size": 0}, "batch_size"),
         ({"limit": -1}, "limit"),
+        ({"limit": 0}, r"limit must be None \(the whole split\) or an integer >= 1, got 0\."),
     ],
 )
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         data.load("mnist", **kwargs)
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 2.5, "10"])
+def test_load_and_load_epochs_refuse_the_same_limits(limit: object) -> None:
+    """One limit check for both entry points: same ValueError, raised before any file is read
+    (no data dir is set here, so a later check would surface as DataNotFoundError)."""
+    with pytest.raises(ValueError) as from_load:
+        data.load("mnist", limit=limit)
+    with pytest.raises(ValueError) as from_epochs:
+        data.load_epochs("mnist", seed=0, limit=limit)
+    message = str(from_load.value)
+    assert message == str(from_epochs.value)
+    assert message == f"limit must be None (the whole split) or an integer >= 1, got {limit!r}."
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,18 +508,18 @@ def test_download_failure_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path:
     def fake_tfds_arrays(tfds, spec, data_dir: str, *, download: bool):
         raise RuntimeError("download exploded" if download else "not prepared here")
 
-    monkeypatch.setattr(data, "_tfds_arrays", fake_tfds_arrays)
-    monkeypatch.setattr(data, "_network_available", lambda: (True, "reachable"))
+    monkeypatch.setattr(data.tfds, "tfds_arrays", fake_tfds_arrays)
+    monkeypatch.setattr(data.tfds, "network_available", lambda: (True, "reachable"))
     with pytest.raises(data.DataNotFoundError, match="failed \\(RuntimeError: download exploded"):
         data.load_arrays("mnist", data_dir=tmp_path)
 
 
 def test_network_probe_is_quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert data._network_available() == (False, "KERAS_SSM_OFFLINE=1")
+    assert data.tfds.network_available() == (False, "KERAS_SSM_OFFLINE=1")
     monkeypatch.delenv(data.OFFLINE_ENV)
-    monkeypatch.setattr(data, "PROBE_HOST", ("127.0.0.1", 9))  # closed port: refused
+    monkeypatch.setattr(data.tfds, "PROBE_HOST", ("127.0.0.1", 9))  # closed port: refused
     start = time.monotonic()
-    online, why = data._network_available()
+    online, why = data.tfds.network_available()
     assert not online and "unreachable" in why
     assert time.monotonic() - start < data.PROBE_TIMEOUT_S + 0.5
 
@@ -555,6 +572,37 @@ def test_limit_and_drop_remainder(mnist_dir: Path) -> None:
     assert ds.element_spec[0].shape.as_list() == [4, 28, 28, 1]
     _, labels = _epoch(data.load("mnist", data_dir=mnist_dir, limit=10, seed=1))
     assert sorted(labels.tolist()) == list(range(10))  # the first 10 examples, shuffled
+
+
+@pytest.mark.parametrize("limit", [None, 1, 7, 1000])
+def test_load_and_load_epochs_take_the_same_examples(mnist_dir: Path, limit: int | None) -> None:
+    plain, plain_labels = _epoch(
+        data.load("mnist", data_dir=mnist_dir, shuffle=False, standardize=False, limit=limit)
+    )
+    ds, steps = data.load_epochs(
+        "mnist", seed=0, data_dir=mnist_dir, batch_size=4, standardize=False, limit=limit
+    )
+    keyed, keyed_labels = _epoch(ds.take(steps))
+    count = min(30, limit or 30)
+    assert steps == -(-count // 4) and len(keyed) == len(plain) == count
+    np.testing.assert_array_equal(plain_labels, _labels(30)[:count])
+    assert {x.tobytes() for x in keyed} == {x.tobytes() for x in plain}  # same images, shuffled
+    assert sorted(keyed_labels.tolist()) == sorted(plain_labels.tolist())
+
+
+def test_epoch_stream_restarts_exactly(tmp_path: Path) -> None:
+    """Epoch e depends on (seed, e) alone: a stream started at epoch 2 equals the tail of an
+    uninterrupted one, augmentation included (what ``ssm train --resume`` relies on)."""
+    _write_npz_dir(tmp_path / "cifar10", _cifar_arrays(20, 4))
+    kwargs = {"seed": 3, "data_dir": tmp_path, "batch_size": 8, "augment": True}
+    ds, steps = data.load_epochs("cifar10", **kwargs)
+    full = [x.numpy() for x, _ in ds.take(3 * steps)]
+    resumed, _ = data.load_epochs("cifar10", first_epoch=2, **kwargs)
+    again = [x.numpy() for x, _ in resumed.take(steps)]
+    assert steps == 3 and [len(x) for x in full[:steps]] == [8, 8, 4]
+    for expected, actual in zip(full[2 * steps :], again, strict=True):
+        np.testing.assert_array_equal(expected, actual)
+    assert not np.array_equal(full[0], full[steps])  # a new order each epoch
 
 
 def test_shuffle_is_seeded_and_reshuffles(mnist_dir: Path) -> None:
@@ -611,6 +659,12 @@ def test_docstring_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
     results = doctest.testmod(data, optionflags=doctest.ELLIPSIS)
     assert results.attempted >= 8 and results.failed == 0
+    locations = importlib.util.find_spec("keras_ssm.data").submodule_search_locations
+    names = [m.name for m in pkgutil.iter_modules(locations, prefix="keras_ssm.data.")]
+    assert len(names) >= 7, names  # errors, formats, locate, pipeline, safe_pickle, specs, tfds
+    for name in names:
+        results = doctest.testmod(importlib.import_module(name))
+        assert results.failed == 0, name
 
 
 # --------------------------------------------------------------------------------------------

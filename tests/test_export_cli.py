@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import keras
 import numpy as np
+import onnx
 import pytest
 from fixtures import write_mnist
 
 import keras_ssm
-from keras_ssm.cli import UsageError
-from keras_ssm.export import commands, load_compact
+from keras_ssm import cli
+from keras_ssm.cli import build_parser
+from keras_ssm.export import load_compact, runtime
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="ONNX/LiteRT export converts through TensorFlow"
@@ -23,15 +24,31 @@ FILES = ["export.json", "model.onnx", "model.ssm", "model.tflite", "model_int8.o
 
 
 def ssm(*argv: str) -> dict:
-    """Run an ``ssm`` subcommand through a parser built with :func:`commands.register`."""
-    parser = argparse.ArgumentParser(prog="ssm")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
+    """Run an ``ssm`` subcommand's function in this process (exceptions propagate)."""
+    args = build_parser().parse_args(list(argv))
     return args.func(args)
 
 
+# Units removed by shrinking: {layer: (units before, no incoming weights, no outgoing weights)}.
+DEAD = {"dense1": (24, 4, 4), "dense2": (12, 2, 2)}
+PARAMS_FOLDED = 784 * 24 + 24 * 12 + 12 * 10
+PARAMS_SHRUNK = 784 * 16 + 16 * 8 + 8 * 10
+
+
+def _hide(layer: keras.layers.Layer, units: range = range(0), inputs: range = range(0)) -> None:
+    """Hide every weight into ``units`` (columns) and out of ``inputs`` (rows): score 0."""
+    scores = keras.ops.convert_to_numpy(layer.scores).copy()
+    scores[:, list(units)] = 0.0
+    scores[list(inputs), :] = 0.0
+    layer.scores.assign(scores)
+
+
 def make_run(folder: Path) -> Path:
-    """A fake `ssm train` run folder: a tiny masked FCN (model.keras) + metrics.json."""
+    """A fake `ssm train` run folder: a tiny masked FCN (model.keras) + metrics.json.
+
+    Whole units are hidden (see DEAD): dense1 units 0-3 and dense2 units 0-1 have no incoming
+    weights (constant elu(0) = 0), dense1 units 20-23 and dense2 units 10-11 no outgoing ones.
+    The other scores keep their random values (about 60% of the weights stay)."""
     keras.utils.set_random_seed(3)
     inputs = keras.Input((28, 28, 1), name="image")
     x = keras.layers.Flatten()(inputs)
@@ -39,6 +56,9 @@ def make_run(folder: Path) -> Path:
     x = keras_ssm.MaskedDense(12, activation="elu", use_bias=False, name="dense2")(x)
     outputs = keras_ssm.MaskedDense(10, activation="softmax", use_bias=False, name="output")(x)
     model = keras.Model(inputs, outputs, name="tiny")
+    _hide(model.get_layer("dense1"), units=range(4))
+    _hide(model.get_layer("dense2"), units=range(2), inputs=range(20, 24))
+    _hide(model.get_layer("output"), inputs=range(10, 12))
     folder.mkdir(parents=True)
     model.save(folder / "model.keras")
     (folder / "metrics.json").write_text(json.dumps({"dataset": "mnist", "mask": "signed"}))
@@ -48,7 +68,8 @@ def make_run(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = make_run(tmp_path_factory.mktemp("export") / "run")
-    ssm("export", str(run), "--format", "onnx,litert,compact", "--shrink", "--int8", "--quiet")
+    argv = ["export", str(run), "--format", "onnx,litert,compact", "--shrink", "--int8", "--quiet"]
+    assert cli.main(argv) == 0
     return run
 
 
@@ -72,10 +93,10 @@ def test_export_writes_every_format_and_they_match_keras(exported: Path) -> None
     x = np.random.default_rng(0).standard_normal((5, 28, 28, 1)).astype("float32")
     want = _reference(exported, x)
     for name in ("model.onnx", "model_int8.onnx"):
-        got = commands.onnx_predict(out / name, x)
+        got = runtime.onnx_predict(out / name, x)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
-        commands.litert_predict(out / "model.tflite", x), want, rtol=1e-5, atol=1e-6
+        runtime.litert_predict(out / "model.tflite", x), want, rtol=1e-5, atol=1e-6
     )
     reloaded = load_compact(out / "model.ssm")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(x)), want, rtol=1e-6, atol=1e-7)
@@ -88,20 +109,37 @@ def test_export_writes_every_format_and_they_match_keras(exported: Path) -> None
     assert report["files"]["model_int8.onnx"]["int8_weights"]
 
 
+def test_shrink_removes_the_hidden_units(exported: Path) -> None:
+    """export.json's shrink report names exactly the hidden units, and the files hold the
+    shrunk model."""
+    out = exported / "export"
+    report = json.loads((out / "export.json").read_text())
+    assert report["shrink"] is True
+    assert report["params_folded"] == PARAMS_FOLDED
+    shrunk = report["shrink_report"]
+    assert (shrunk["params_before"], shrunk["params_after"]) == (PARAMS_FOLDED, PARAMS_SHRUNK)
+    layers = {
+        e["name"]: (e["units_before"], e["removed_no_input"], e["removed_no_output"])
+        for e in shrunk["layers"]
+    }
+    assert layers == DEAD
+    for e in shrunk["layers"]:
+        removed = e["removed_no_input"] + e["removed_no_output"]
+        assert e["units_after"] == e["units_before"] - removed
+        assert not e["bias_added"] and not e["bias_folded"]  # the constants are elu(0) = 0
+    assert report["shrink_max_rel_error"] <= 1e-6
+    compact = load_compact(out / "model.ssm")
+    assert compact.count_params() == PARAMS_SHRUNK
+    assert [layer.units for layer in compact.layers if hasattr(layer, "units")] == [16, 8, 10]
+    for name in ("model.onnx", "model_int8.onnx"):
+        graph = onnx.load(str(out / name)).graph
+        weights = sorted(tuple(w.dims) for w in graph.initializer if len(w.dims) == 2)
+        assert weights == [(8, 10), (16, 8), (784, 16)], name
+
+
 def test_bench_measures_the_artifacts(exported: Path, data_dir: Path) -> None:
-    result = commands.cmd_bench(
-        argparse.Namespace(
-            run=str(exported),
-            export_dir=None,
-            dataset=None,
-            data_dir=None,
-            limit=24,
-            runs=50,
-            warmup=1,
-            threads=1,
-            force=True,
-            quiet=True,
-        )
+    result = keras_ssm.export.bench_run(
+        exported, limit=24, runs=50, warmup=1, threads=1, overwrite=True
     )
     saved = json.loads((exported / "export" / "bench.json").read_text())
     assert saved["test_images"] == result["test_images"] == 24
@@ -114,16 +152,16 @@ def test_bench_measures_the_artifacts(exported: Path, data_dir: Path) -> None:
             for b in ("batch1", "batch64"):
                 assert entry["latency"][b]["runs"] == 50 and entry["latency"][b]["median_us"] > 0
     assert saved["threads"]["onnxruntime"]["intra_op_num_threads"] == 1
-    with pytest.raises(UsageError, match="--force"):
+    with pytest.raises((ValueError, FileExistsError, FileNotFoundError), match="--force"):
         ssm("bench", str(exported), "--limit", "8", "--runs", "50", "--quiet")
-    with pytest.raises(UsageError, match="at least 50"):
+    with pytest.raises((ValueError, FileExistsError, FileNotFoundError), match="at least 50"):
         ssm("bench", str(exported), "--runs", "10", "--force")
 
 
 def test_existing_files_are_kept_without_force(exported: Path) -> None:
     out = exported / "export"
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.name in FILES}
-    with pytest.raises(UsageError, match="--force"):
+    with pytest.raises((ValueError, FileExistsError, FileNotFoundError), match="--force"):
         ssm("export", str(exported), "--format", "onnx", "--quiet")
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in FILES} == before
 
@@ -143,7 +181,7 @@ def test_failed_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("converter exploded")
 
-    monkeypatch.setattr(keras_ssm.export, "to_tflite", broken)
+    monkeypatch.setattr(keras_ssm.export.tflite, "to_tflite", broken)
     with pytest.raises(RuntimeError, match="exploded"):
         ssm("export", str(run), "--quiet")  # onnx is written first, then litert fails
     assert sorted(p.name for p in run.iterdir()) == ["metrics.json", "model.keras"]
@@ -158,9 +196,9 @@ def test_failed_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
 )
 def test_usage_errors(tmp_path: Path, argv: list[str], match: str) -> None:
     run = make_run(tmp_path / "run")
-    with pytest.raises(UsageError, match=match):
+    with pytest.raises((ValueError, FileExistsError, FileNotFoundError), match=match):
         ssm("export", str(run), *argv)
-    with pytest.raises(UsageError, match="no model"):
+    with pytest.raises((ValueError, FileExistsError, FileNotFoundError), match="no model"):
         ssm("export", str(tmp_path / "missing"))
-    with pytest.raises(UsageError, match="ssm export"):
+    with pytest.raises((ValueError, FileExistsError, FileNotFoundError), match="ssm export"):
         ssm("bench", str(run))

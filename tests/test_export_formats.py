@@ -1,4 +1,5 @@
-"""to_onnx / to_tflite: outputs match Keras; failures leave nothing on disk."""
+"""fold -> shrink -> to_onnx / to_tflite: hidden units are removed, outputs match Keras;
+failures leave nothing on disk."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
+import keras_ssm
 from keras_ssm.export import (
     ExportVerificationError,
     ort_session,
@@ -28,73 +30,154 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def ternarize(model: keras.Model, density: float = 0.1, seed: int = 0) -> None:
+def set_mask(
+    model: keras.Model,
+    density: float,
+    seed: int,
+    hidden_in: dict[str, list[int]] | None = None,
+    hidden_out: dict[str, list[int]] | None = None,
+    wiring: dict[str, tuple[str, int]] | None = None,
+) -> None:
+    """Give every masked layer a fixed ternary mask ``T`` by setting its scores to ``2 tau T``.
+
+    ``T`` is random with ``density`` nonzeros, then whole units are hidden deterministically:
+    ``hidden_in[layer]`` lists units of ``layer`` whose incoming weights are all hidden (they
+    output the constant ``act(bias)``); ``hidden_out[layer]`` lists input channels of ``layer``
+    whose weights are all hidden (also through a Flatten: every input row ``p * C + c``), so
+    those units of the layer feeding it have no outgoing weights.  ``wiring[layer] = (producer,
+    C)`` names the masked layer whose ``C`` channels ``layer`` reads.  Every other unit is given
+    an incoming and an outgoing weight among the units that stay, so exactly the hidden units
+    can be removed.  Frozen biases and BatchNorm statistics get random non-zero values."""
     rng = np.random.default_rng(seed)
+    hidden_in, hidden_out, wiring = hidden_in or {}, hidden_out or {}, wiring or {}
     for layer in model.layers:
-        if hasattr(layer, "kernel"):
-            k = np.array(layer.kernel)
-            c = np.float32(np.sqrt(3.0 / np.prod(k.shape[:-1])))
-            t = rng.choice(
-                [-1.0, 0.0, 1.0], size=k.shape, p=[density / 2, 1 - density, density / 2]
-            )
-            layer.kernel.assign((c * t).astype(np.float32))
+        if keras_ssm.layers.is_masked(layer):
+            shape = tuple(layer.scores.shape)
+            producer, channels = wiring.get(layer.name, (None, shape[-2]))
+            t = rng.choice([-1.0, 0.0, 1.0], size=shape, p=[density / 2, 1 - density, density / 2])
+            view = t.reshape(-1, channels, shape[-1])  # (positions, input channels, units)
+            dead_units = hidden_in.get(layer.name, [])
+            gone = set(hidden_out.get(layer.name, [])) | set(hidden_in.get(producer, []))
+            live_c = [c for c in range(channels) if c not in gone]
+            live_u = [u for u in range(shape[-1]) if u not in dead_units]
+            for i, u in enumerate(live_u):
+                view[0, live_c[i % len(live_c)], u] = 1.0
+            for i, c in enumerate(live_c):
+                view[0, c, live_u[i % len(live_u)]] = -1.0
+            view[:, :, dead_units] = 0.0
+            view[:, hidden_out.get(layer.name, []), :] = 0.0
+            tau = float(np.asarray(layer.mask_state["tau"]))
+            layer.scores.assign((2.0 * tau * t).astype(np.float32))
+            if layer.bias is not None:
+                layer.bias.assign(rng.uniform(0.2, 0.8, shape[-1]).astype(np.float32))
         if isinstance(layer, L.BatchNormalization):
             n = layer.moving_mean.shape[0]
             layer.moving_mean.assign(rng.normal(0, 0.3, n).astype(np.float32))
             layer.moving_variance.assign(rng.uniform(0.5, 2, n).astype(np.float32))
 
 
-def mlp() -> keras.Model:
-    m = keras.Sequential(
-        [
-            keras.Input((20,)),
-            L.Dense(32, activation="elu", use_bias=False),
-            L.Dense(16, activation="elu", use_bias=False),
-            L.Dense(4, activation="softmax", use_bias=False),
-        ]
+def _masked(stock: keras.Model) -> keras.Model:
+    keras.utils.set_random_seed(11)  # w0: the same signs whatever ran before
+    return keras_ssm.supermask(stock, mask="signed", threshold=0.4)
+
+
+# Per model: (layer, units before, hidden with no inputs, hidden with no outputs).  Every other
+# unit keeps incoming and outgoing weights, so shrink must remove exactly these.
+DEAD = {
+    "mlp": [("dense1", 32, 3, 2), ("dense2", 16, 1, 1)],
+    "cnn": [("conv1", 8, 0, 2), ("conv2", 8, 3, 1)],
+    "residual": [("y1", 8, 0, 2), ("conv16", 16, 3, 1)],
+}
+# Layers whose bias receives the constants of removed no-input units: (bias added, folded).
+FOLDED = {
+    "mlp": {"dense2": (True, True)},
+    "cnn": {"dense": (False, True)},
+    "residual": {"dense": (False, True)},
+}
+
+
+def mlp(density: float = 0.3) -> keras.Model:
+    m = _masked(
+        keras.Sequential(
+            [
+                keras.Input((20,)),
+                L.Dense(32, activation="elu", name="dense1"),
+                L.Dense(16, activation="elu", use_bias=False, name="dense2"),
+                L.Dense(4, activation="softmax", use_bias=False, name="out"),
+            ]
+        )
     )
-    ternarize(m, 0.2)
+    set_mask(
+        m,
+        density,
+        seed=0,
+        hidden_in={"dense1": [0, 1, 2], "dense2": [0]},
+        hidden_out={"dense2": [30, 31], "out": [15]},
+        wiring={"dense2": ("dense1", 32), "out": ("dense2", 16)},
+    )
     return m
 
 
 def cnn() -> keras.Model:
-    m = keras.Sequential(
-        [
-            keras.Input((12, 12, 3)),
-            L.Conv2D(8, 3, padding="same"),
-            L.BatchNormalization(),
-            L.ELU(),
-            L.MaxPooling2D(),
-            L.Conv2D(8, 3, padding="same", activation="elu"),
-            L.AveragePooling2D(2),
-            L.Flatten(),
-            L.Dense(10, activation="softmax"),
-        ]
+    m = _masked(
+        keras.Sequential(
+            [
+                keras.Input((12, 12, 3)),
+                L.Conv2D(8, 3, padding="same", name="conv1"),
+                L.BatchNormalization(),
+                L.ELU(),
+                L.MaxPooling2D(),
+                L.Conv2D(8, 3, padding="same", activation="elu", name="conv2"),
+                L.AveragePooling2D(2),
+                L.Flatten(),
+                L.Dense(10, activation="softmax", name="dense"),
+            ]
+        )
     )
-    ternarize(m, 0.3, seed=1)
+    set_mask(
+        m,
+        0.3,
+        seed=1,
+        hidden_in={"conv2": [2, 3, 4]},  # constants elu(b) -> pooling -> Flatten -> dense bias
+        hidden_out={"conv2": [0, 1], "dense": [7]},  # dense: at every spatial position
+        wiring={"conv2": ("conv1", 8), "dense": ("conv2", 8)},
+    )
     return m
 
 
 def residual() -> keras.Model:
     inp = keras.Input((16, 16, 3), name="image")
-    x = L.Conv2D(8, 3, strides=2, padding="same", activation="elu")(inp)
-    y = L.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="elu", name="stem")(inp)
+    y = L.Conv2D(8, 3, padding="same", use_bias=False, name="y1")(x)
     y = L.BatchNormalization()(y)
     y = L.Activation("elu")(y)
-    y = L.Conv2D(8, 3, padding="same", use_bias=False)(y)
-    s = L.Conv2D(8, 1, strides=1)(x)
+    y = L.Conv2D(8, 3, padding="same", use_bias=False, name="y2")(y)
+    s = L.Conv2D(8, 1, strides=1, name="shortcut")(x)
     x = L.Add()([s, y])
-    x = L.Conv2D(16, 3, strides=2, padding="valid", activation="elu")(x)
+    x = L.Conv2D(16, 3, strides=2, padding="valid", activation="elu", name="conv16")(x)
     x = L.GlobalAveragePooling2D()(x)
-    out = L.Dense(5, activation="softmax")(x)
-    m = keras.Model(inp, out)
-    ternarize(m, 0.3, seed=2)
+    out = L.Dense(5, activation="softmax", name="dense")(x)
+    m = _masked(keras.Model(inp, out))
+    set_mask(
+        m,
+        0.3,
+        seed=2,
+        hidden_in={"conv16": [0, 1, 2]},
+        hidden_out={"y2": [0, 1], "dense": [15]},
+        wiring={"y2": ("y1", 8), "dense": ("conv16", 16)},
+    )
     return m
 
 
 @pytest.fixture(scope="module")
-def models():
+def masked_models():
     return {"mlp": mlp(), "cnn": cnn(), "residual": residual()}
+
+
+@pytest.fixture(scope="module")
+def models(masked_models):
+    """The folded (stock-layer) models."""
+    return {name: keras_ssm.fold(m) for name, m in masked_models.items()}
 
 
 def _x(model: keras.Model, batch: int) -> np.ndarray:
@@ -128,18 +211,49 @@ def test_keras_onnx_litert_agree(models, name, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["m.onnx", "m.tflite"]  # no temp files left
 
 
-def test_shrunk_model_exports_and_agrees(models, tmp_path):
-    m = models["cnn"]
-    small, _ = shrink(m)
-    to_onnx(small, tmp_path / "s.onnx", input_name="pixels", opset=13)
-    x = _x(m, 4)
-    (got,) = ort_session(str(tmp_path / "s.onnx")).run(None, {"pixels": x})
-    assert _rel(got, np.asarray(m(x))) <= 1e-5
+def _units(layer) -> int:
+    return layer.units if isinstance(layer, L.Dense) else layer.filters
 
 
-def test_sparse_tflite_is_smaller(models, tmp_path):
-    m = mlp()
-    ternarize(m, 0.05)
+@pytest.mark.parametrize("name", ["mlp", "cnn", "residual"])
+def test_fold_shrink_onnx_litert_agree_with_keras(masked_models, models, name, tmp_path):
+    """Masked model -> fold -> shrink (the hidden units go) -> ONNX and LiteRT: same outputs."""
+    m, folded = masked_models[name], models[name]
+    x = _x(m, 6)
+    want = np.asarray(m(x))
+    assert _rel(folded(x), want) <= 1e-6
+    small, report = shrink(folded)
+    entries = {e.name: e for e in report.layers}
+    for layer, before, no_in, no_out in DEAD[name]:
+        assert layer in entries, f"shrink removed nothing from {layer}: {report}"
+        e = entries[layer]
+        assert (e.units_before, e.units_after) == (before, before - no_in - no_out), layer
+        assert (e.removed_no_input, e.removed_no_output) == (no_in, no_out), layer
+        assert _units(folded.get_layer(layer)) == before
+        assert _units(small.get_layer(layer)) == before - no_in - no_out
+    dead = {layer for layer, *_ in DEAD[name]}
+    for layer in folded.layers:  # nothing else lost a unit
+        if isinstance(layer, (L.Dense, L.Conv2D)) and layer.name not in dead:
+            assert _units(small.get_layer(layer.name)) == _units(layer), layer.name
+    for layer, (added, folded_in) in FOLDED[name].items():
+        assert (entries[layer].bias_added, entries[layer].bias_folded) == (added, folded_in)
+        assert small.get_layer(layer).use_bias
+    assert set(entries) == dead | set(FOLDED[name])
+    assert report.params_before == folded.count_params()
+    assert report.params_after == small.count_params() < folded.count_params()
+    assert _rel(small(x), want) <= 1e-5
+
+    onnx_path, tflite_path = tmp_path / "s.onnx", tmp_path / "s.tflite"
+    assert to_onnx(small, onnx_path, input_name="pixels", opset=13).max_rel_error <= 1e-5
+    (got_onnx,) = ort_session(str(onnx_path)).run(None, {"pixels": x})
+    assert _rel(got_onnx, want) <= 1e-5
+    assert to_tflite(small, tflite_path).max_rel_error <= 1e-5
+    (got_tfl,) = run_tflite(str(tflite_path), x)
+    assert _rel(got_tfl, want) <= 1e-5
+
+
+def test_sparse_tflite_is_smaller(tmp_path):
+    m = keras_ssm.fold(mlp(density=0.05))
     dense = to_tflite(m, tmp_path / "d.tflite", sparse=False)
     sparse = to_tflite(m, tmp_path / "s.tflite", sparse=True)
     assert sparse.nbytes < dense.nbytes

@@ -271,3 +271,85 @@ def test_conv1d_chain():
     small, _ = shrink(m)
     assert small.layers[0].filters < 6
     assert rel_err(m, small, (12, 4)) <= 1e-6
+
+
+def test_prelu_alpha_follows_the_kept_units_and_folds_constants():
+    m = keras.Sequential([keras.Input((6,)), L.Dense(5), L.PReLU(), L.Dense(3, use_bias=False)])
+    ternarize(m, density=0.6, seed=12)
+    k0, b0 = m.layers[0].get_weights()
+    k0[:, 1], b0[1] = 0.0, -0.8  # constant -0.8 -> PReLU -> alpha[1] * -0.8, folded
+    m.layers[0].set_weights([k0, b0])
+    m.layers[1].set_weights([np.array([0.1, 0.2, 0.3, 0.4, 0.5], "float32")])
+    k2 = m.layers[2].get_weights()[0]
+    k2[1] = [0.5, -1.0, 0.25]
+    k2[3] = 0.0  # unit 3: no outgoing weights
+    m.layers[2].set_weights([k2])
+    small, report = shrink(m)
+    assert small.layers[0].units == 3
+    np.testing.assert_allclose(small.layers[1].get_weights()[0], [0.1, 0.3, 0.5])
+    assert small.layers[2].use_bias
+    entry = {e.name: e for e in report.layers}[m.layers[0].name]
+    assert (entry.removed_no_input, entry.removed_no_output) == (1, 1)
+    assert rel_err(m, small, (6,)) <= 1e-6
+
+
+def test_prelu_with_alpha_per_position_keeps_a_negative_constant():
+    """Through a PReLU whose alpha varies over positions a negative constant is not one value
+    per channel any more (it must stay); a positive one is (it is folded)."""
+    m = keras.Sequential(
+        [keras.Input((4, 4, 2)), L.Conv2D(4, 3), L.PReLU(), L.Flatten(), L.Dense(3)]
+    )
+    ternarize(m, density=0.6, seed=13)
+    k, b = m.layers[0].get_weights()
+    k[..., 0], b[0] = 0.0, -0.5  # alpha * -0.5 differs per position: kept
+    k[..., 1], b[1] = 0.0, 0.7  # 0.7 everywhere: folded
+    m.layers[0].set_weights([k, b])
+    alpha = np.random.default_rng(0).uniform(0.1, 0.9, size=(2, 2, 4)).astype("float32")
+    m.layers[1].set_weights([alpha])
+    kd, bd = m.layers[3].get_weights()
+    kd.reshape(2, 2, 4, 3)[:, :, 2, :] = 0.0  # filter 2: no outgoing weights
+    kd.reshape(2, 2, 4, 3)[:, :, :2, :] = 0.5  # filters 0 and 1 are read
+    m.layers[3].set_weights([kd, bd])
+    small, _ = shrink(m)
+    assert small.layers[0].filters == 2  # filters 0 (kept constant) and 3
+    np.testing.assert_allclose(small.layers[1].get_weights()[0], alpha[..., [0, 3]])
+    assert rel_err(m, small, (4, 4, 2)) <= 1e-6
+
+
+def test_zero_padding_keeps_a_nonzero_constant_but_removes_dead_filters():
+    m = keras.Sequential(
+        [
+            keras.Input((5, 5, 2)),
+            L.Conv2D(4, 3, activation="elu"),
+            L.ZeroPadding2D(1),
+            L.Conv2D(3, 3),  # "valid": without the padding a constant would fold into its bias
+        ]
+    )
+    ternarize(m, density=0.6, seed=14)
+    k, b = m.layers[0].get_weights()
+    k[..., 0], b[0] = 0.0, 1.0  # constant elu(1) inside, zero on the border: must stay
+    k[..., 1], b[1] = 0.0, 0.0  # constant 0 everywhere: removable
+    m.layers[0].set_weights([k, b])
+    kq, bq = m.layers[2].get_weights()
+    kq[:, :, 0, :] = 0.5  # filter 0 is read
+    kq[:, :, 2, :] = 0.0  # filter 2: no outgoing weights
+    m.layers[2].set_weights([kq, bq])
+    small, _ = shrink(m)
+    assert small.layers[0].filters == 2  # filters 0 and 3
+    assert rel_err(m, small, (5, 5, 2)) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "middle", [L.LayerNormalization, L.Softmax, lambda: L.Activation("softmax")]
+)
+def test_layers_that_mix_units_keep_them(middle):
+    """A unit the next Dense ignores still shifts a LayerNormalization's statistics or a
+    softmax's sum: removing it would change the output, so it stays."""
+    m = keras.Sequential([keras.Input((6,)), L.Dense(5, activation="elu"), middle(), L.Dense(3)])
+    ternarize(m, density=0.8, seed=15)
+    k1, b1 = m.layers[2].get_weights()
+    k1[2] = 0.0  # unit 2: no outgoing weights in the last layer
+    m.layers[2].set_weights([k1, b1])
+    small, report = shrink(m)
+    assert small.layers[0].units == 5 and report.layers == []
+    assert rel_err(m, small, (6,)) <= 1e-6

@@ -36,6 +36,30 @@ def _built(cls: type, shape: tuple[int, ...], args: tuple, **kwargs) -> keras.la
     return layer
 
 
+def _expected_mask(mask: str, scores: np.ndarray, tau: float | None = None) -> np.ndarray:
+    """The inference mask each mask's documentation defines, computed here from the scores.
+
+    ``signed``: ``sign(s)`` where ``|s| > tau`` (default ``tau = 0.4 * max|s|``, the scores being
+    the initial ones), else 0.  ``binary``: 1 where ``s > 0``.  ``topk``: 1 on the top half of
+    ``|s|`` (ties kept).  Every value the mask can take must occur, so a constant mask fails."""
+    s = scores.astype(np.float64)
+    if mask == "signed":
+        tau = 0.4 * np.abs(s).max() if tau is None else tau
+        expected = np.where(s > tau, 1.0, np.where(s < -tau, -1.0, 0.0))
+        values = {-1.0, 0.0, 1.0}
+    elif mask == "binary":
+        expected = (s > 0).astype(np.float64)
+        values = {0.0, 1.0}
+    else:
+        keep = s.size // 2
+        cut = np.sort(np.abs(s).ravel())[::-1][keep - 1]
+        expected = (np.abs(s) >= cut).astype(np.float64)
+        assert expected.sum() == keep  # no tie at the cut with random scores
+        values = {0.0, 1.0}
+    assert set(np.unique(expected)) == values
+    return expected.astype(np.float32)
+
+
 @pytest.mark.parametrize("masked, stock, shape, args", LAYERS, ids=LAYER_IDS)
 def test_signature_mirrors_the_stock_layer(masked, stock, shape, args) -> None:
     ours = inspect.signature(masked).parameters
@@ -55,8 +79,8 @@ def test_only_scores_train_and_kernel_is_w0_times_mask(masked, stock, shape, arg
     layer = _built(masked, shape, args, mask=mask)
     assert [v.name for v in layer.trainable_variables] == ["scores"]
     assert not layer.w0.trainable and not layer.bias.trainable
-    m = numpy(layer.compute_mask_values(training=False))
-    assert set(np.unique(m)) <= set(map(float, layer.mask.values))
+    m = _expected_mask(mask, numpy(layer.scores))
+    np.testing.assert_array_equal(numpy(layer.compute_mask_values(training=False)), m)
     np.testing.assert_array_equal(numpy(layer.kernel), numpy(layer.w0) * m)
     # the stock call on the effective kernel gives the same outputs
     ref = stock.from_config(layer.stock_config())
@@ -71,12 +95,43 @@ def test_train_bias_makes_the_bias_trainable() -> None:
     assert sorted(v.name for v in layer.trainable_variables) == ["bias", "scores"]
 
 
-def test_signed_threshold_is_fixed_from_the_initial_scores() -> None:
-    layer = _built(MaskedDense, (50,), (40,), threshold=0.3)
-    expected = 0.3 * np.abs(numpy(layer.scores)).max()
-    np.testing.assert_allclose(numpy(layer.mask_state["tau"]), expected, rtol=1e-6)
-    layer.scores.assign(layer.scores * 10.0)
-    np.testing.assert_allclose(numpy(layer.mask_state["tau"]), expected, rtol=1e-6)
+def test_signed_threshold_is_fixed_from_the_initial_scores(tmp_path: Path) -> None:
+    """tau = threshold * max|initial scores|, and neither training nor new scores move it: a
+    mask that re-derived tau from the current scores would be scale-invariant, this one is not."""
+    layer = MaskedDense(40, threshold=0.3, activation="elu")
+    model = keras.Sequential([keras.Input((50,)), layer, keras.layers.Dense(3)])
+    initial = numpy(layer.scores).astype(np.float64)
+    tau0 = 0.3 * np.abs(initial).max()
+    tau = layer.mask_state["tau"]
+    np.testing.assert_allclose(numpy(tau), tau0, rtol=1e-6)
+    np.testing.assert_array_equal(
+        numpy(layer.compute_mask_values()), _expected_mask("signed", initial, tau0)
+    )
+
+    # training moves the scores (and their max) but not tau; the mask follows the fixed tau
+    model.compile(keras.optimizers.SGD(0.2), "mse")
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(32, 50)).astype("float32"), rng.normal(size=(32, 3))
+    model.fit(x, y.astype("float32"), batch_size=8, epochs=2, shuffle=False, verbose=0)
+    trained = numpy(layer.scores).astype(np.float64)
+    assert abs(np.abs(trained).max() / np.abs(initial).max() - 1) > 0.01  # the max moved
+    np.testing.assert_allclose(numpy(tau), tau0, rtol=1e-6)
+    trained_mask = _expected_mask("signed", trained, tau0)
+    assert np.any(trained_mask != _expected_mask("signed", initial, tau0))  # the mask moved
+    np.testing.assert_array_equal(numpy(layer.compute_mask_values()), trained_mask)
+
+    # scaled scores: a tau recomputed from them would give back the initial mask
+    layer.scores.assign(initial.astype("float32") * 10.0)
+    np.testing.assert_allclose(numpy(tau), tau0, rtol=1e-6)
+    scaled = numpy(layer.compute_mask_values())
+    np.testing.assert_array_equal(scaled, _expected_mask("signed", initial * 10.0, tau0))
+    assert np.count_nonzero(scaled) > np.count_nonzero(_expected_mask("signed", initial))
+
+    # a saved model keeps its tau rather than deriving one from the loaded scores
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras").layers[0]
+    np.testing.assert_allclose(numpy(loaded.mask_state["tau"]), tau0, rtol=1e-6)
+    np.testing.assert_array_equal(numpy(loaded.compute_mask_values()), scaled)
 
 
 @pytest.mark.parametrize("mask", MASKS)

@@ -96,3 +96,20 @@ def test_topk_fraction_is_validated(bad: object) -> None:
 def test_mask_arguments_are_validated_by_name() -> None:
     with pytest.raises(ValueError, match="its arguments are: threshold"):
         masks.get("signed", k=0.4)
+
+
+def test_allowed_is_the_registered_names_built_ins_first() -> None:
+    assert isinstance(masks.ALLOWED, tuple)
+    assert masks.ALLOWED[:3] == ("signed", "binary", "topk")
+    assert all(type(masks.get(name)).name == name for name in masks.ALLOWED)
+    with pytest.raises(AttributeError, match="has no attribute 'ALLOWD'"):
+        masks.ALLOWD  # noqa: B018
+
+
+def test_built_in_masks_are_keras_serializables() -> None:
+    for cls in (masks.SignedMask, masks.BinaryMask, masks.TopKMask):
+        assert keras.saving.get_registered_object(f"keras_ssm.masks>{cls.name}") is cls
+        mask = cls()
+        assert (
+            keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(mask)) == mask
+        )

@@ -32,6 +32,13 @@ PAPER_TABLE = {
     ("resnet110", False): (0.1, 1e-4, 120, None),
 }
 
+# What the "default" variant changes, as examples/paper/RESULTS.md documents it: FCN, ELUS
+# scale 3 (c = sqrt(9 / fan_in)) and weight decay 1.25e-4; masked ResNets, batchnorm="train".
+DEFAULT_OVERRIDES: dict[tuple[str, bool], dict[str, object]] = {
+    ("fcn", True): {"wd": 1.25e-4, "weight_scale": 3.0},
+    **{(m, True): {"batchnorm": "train"} for m in (*RESNET20, "resnet56", "resnet110")},
+}
+
 
 def test_every_model_has_both_recipes() -> None:
     assert recipes.MODELS == models.MODELS
@@ -76,16 +83,46 @@ def test_any_mask_gets_the_masked_recipe(mask: str) -> None:
 
 
 def test_default_variant_is_paper_plus_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    for model, masked in recipes.PAPER:
+    for (model, masked), (lr, wd, epochs, threshold) in PAPER_TABLE.items():
         mask = "signed" if masked else None
-        expected = dataclasses.replace(
-            recipes.PAPER[model, masked], **recipes.DEFAULTS.get((model, masked), {})
-        )
-        assert recipes.get(model, mask=mask) == expected
+        overrides = DEFAULT_OVERRIDES.get((model, masked), {})
+        default = recipes.get(model, mask=mask)
+        paper = recipes.get(model, mask=mask, variant="paper")
+        expected = {"lr": lr, "wd": wd, "epochs": epochs, "threshold": threshold, **overrides}
+        assert {k: getattr(default, k) for k in expected} == expected, (model, masked)
+        changed = {k: v for k, v in dataclasses.asdict(default).items() if getattr(paper, k) != v}
+        assert changed == overrides, (model, masked)  # nothing else differs from the paper
+        assert paper.weight_scale == 1.0  # the reference constant, c = sqrt(3 / fan_in)
     monkeypatch.setitem(recipes.DEFAULTS, ("conv4", True), {"lr": 0.1, "epochs": 3})
     tuned = recipes.get("conv4")
     assert (tuned.lr, tuned.epochs) == (0.1, 3)
     assert recipes.get("conv4", variant="paper").lr == 0.05
+
+
+def test_default_fcn_recipe_is_the_documented_one() -> None:
+    """examples/paper/RESULTS.md: "FCN, default recipe: ELUS scale 3 (c = sqrt(9 / fan_in)),
+    weight decay 1.25e-4, lr 0.05, threshold 0.4, 100 epochs; and the dense baseline (the
+    paper's: lr 0.01, wd 5e-4, 50 epochs)"."""
+    r = recipes.get("fcn")
+    assert (r.weight_scale, r.wd, r.lr, r.threshold, r.epochs) == (3.0, 1.25e-4, 0.05, 0.4, 100)
+    assert (r.schedule, r.batch_size, r.dataset) == ("exponential", 128, "mnist")
+    dense = recipes.get("fcn", mask=None)
+    assert (dense.lr, dense.wd, dense.epochs, dense.weight_scale) == (0.01, 5e-4, 50, 1.0)
+
+
+@pytest.mark.parametrize(("variant", "scale"), [("default", 3.0), ("paper", 1.0)])
+def test_weight_scale_reaches_w0(variant: str, scale: float) -> None:
+    """The model built from the recipe has |w0| = sqrt(3 * weight_scale / fan_in) everywhere."""
+    recipe = recipes.get("fcn", variant=variant)
+    assert recipe.weight_scale == scale
+    model = models.get("fcn", **recipes.model_kwargs(recipe, mask="signed"))
+    layers = [layer for layer in model.layers if hasattr(layer, "w0")]
+    assert [tuple(layer.w0.shape) for layer in layers] == [(784, 300), (300, 100), (100, 10)]
+    for layer in layers:
+        w0 = numpy(layer.w0)
+        c = np.sqrt(3.0 * scale / w0.shape[0])
+        np.testing.assert_allclose(np.abs(w0), c, rtol=1e-6)
+        assert 0.4 < np.mean(w0 > 0) < 0.6  # random signs
 
 
 def test_recipe_is_frozen_and_replaceable() -> None:

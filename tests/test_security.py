@@ -2,8 +2,8 @@
 
 * The package source is grepped for code-running loaders (``pickle.load(s)``, ``eval(``,
   ``exec(``, ``allow_pickle=True``, ``safe_mode=False``, ``marshal``, ``yaml.load``, ...);
-  the only vetted hit is ``data._SafeUnpickler`` (CIFAR python batches), whose ``find_class``
-  hands out inert stand-ins only.
+  the only vetted hit is ``keras_ssm.data.safe_pickle.SafeUnpickler`` (CIFAR python batches),
+  whose ``find_class`` hands out inert stand-ins only.
 * Every ``load_model`` / ``deserialize_keras_object`` call passes ``safe_mode=True``.
 * Hostile pickles (``os.system``, ``builtins.eval``, ``subprocess.Popen``, memo-index and
   length bombs) are refused with ``DataFormatError`` and run nothing.
@@ -42,12 +42,12 @@ FORBIDDEN = {
     "__import__(": r"__import__\(",
     "Unpickler": r"\bUnpickler\b",
 }
-# (file, stripped line): reviewed hits. _SafeUnpickler resolves globals only to inert stubs.
+# (file, stripped line): reviewed hits. SafeUnpickler resolves globals only to inert stubs.
 VETTED = {
-    ("data.py", "class _SafeUnpickler(pickle.Unpickler):"),
+    ("safe_pickle.py", "class SafeUnpickler(pickle.Unpickler):"),
 }
 SAFE_MODE_CALLS = ("load_model", "deserialize_keras_object")
-CIFAR = data._SPECS["cifar10"]
+CIFAR = data.specs.SPECS["cifar10"]
 
 
 def _sources() -> list[Path]:
@@ -117,7 +117,7 @@ def test_every_keras_load_uses_safe_mode() -> None:
                 and (safe[0].value.value is True)
             )
             calls.append((f"{path.name}:{node.lineno}", ok))
-    assert "cli.py" in {c.split(":")[0] for c, _ in calls}, calls  # ssm eval/summary
+    assert "run_dir.py" in {c.split(":")[0] for c, _ in calls}, calls  # every run's model.keras
     assert all(ok for _, ok in calls), [c for c, ok in calls if not ok]
 
 
@@ -150,7 +150,7 @@ def test_restricted_unpickler_refuses_code(kind: str, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     blob = _hostile_pickles(marker)[kind]
     with pytest.raises(data.DataFormatError, match=r"refusing to load global"):
-        data._parse_cifar_batch(CIFAR, blob, "batch")
+        data.formats.parse_cifar_batch(CIFAR, blob, "batch")
     assert not marker.exists()
 
 
@@ -158,7 +158,7 @@ def test_hostile_cifar_folder_is_refused_through_load_arrays(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
-    data._read_cached.cache_clear()
+    data.formats.read_cached.cache_clear()
     marker = tmp_path / "pwned"
     folder = tmp_path / "cifar10" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -175,7 +175,7 @@ def test_a_benign_pickle_still_loads() -> None:
     rows = np.arange(3072, dtype=np.uint8)[None]
     for protocol in (2, 3, 4, 5):
         blob = pickle.dumps({b"data": rows, b"labels": [7]}, protocol=protocol)
-        images, labels = data._parse_cifar_batch(CIFAR, blob, "batch")
+        images, labels = data.formats.parse_cifar_batch(CIFAR, blob, "batch")
         assert images.shape == (1, 32, 32, 3) and labels.tolist() == [7]
 
 
@@ -197,7 +197,7 @@ def test_a_benign_pickle_still_loads() -> None:
 def test_pickle_length_bombs_are_refused_before_allocating(blob: bytes, message: str) -> None:
     start = time.perf_counter()
     with pytest.raises(data.DataFormatError, match=message):
-        data._parse_cifar_batch(CIFAR, blob, "batch")
+        data.formats.parse_cifar_batch(CIFAR, blob, "batch")
     assert time.perf_counter() - start < 1.0
 
 
@@ -208,10 +208,10 @@ def test_label_list_bomb_is_refused() -> None:
     blob = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [inner] * 1000})
     assert len(blob) < 20_000
     with pytest.raises(data.DataFormatError, match=r"'labels' must be a list of integers"):
-        data._parse_cifar_batch(CIFAR, blob, "batch")
+        data.formats.parse_cifar_batch(CIFAR, blob, "batch")
     huge = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [2**70]})
     with pytest.raises(data.DataFormatError, match=r"out-of-range label"):
-        data._parse_cifar_batch(CIFAR, huge, "batch")
+        data.formats.parse_cifar_batch(CIFAR, huge, "batch")
 
 
 def test_npz_with_pickled_object_array_is_refused(tmp_path: Path) -> None:
@@ -222,7 +222,7 @@ def test_npz_with_pickled_object_array_is_refused(tmp_path: Path) -> None:
         y_test=np.array([_Evil(os.system, "true")], dtype=object),
     )
     with pytest.raises(data.DataFormatError, match=r"expected integer labels"):
-        data._read_npz_split(CIFAR, str(path), "test")
+        data.formats.read_npz_split(CIFAR, str(path), "test")
 
 
 def test_keras_lambda_in_ssm_summary_is_refused(tmp_path: Path, capsys) -> None:
@@ -258,4 +258,4 @@ def test_npy_header_is_not_evaluated(tmp_path: Path) -> None:
         archive.writestr("y_test.npy", npy)
     (tmp_path / "test.npz").write_bytes(buf.getvalue())
     with pytest.raises(data.DataFormatError, match=r"corrupt .npy header"):
-        data._read_npz_split(CIFAR, str(tmp_path / "test.npz"), "test")
+        data.formats.read_npz_split(CIFAR, str(tmp_path / "test.npz"), "test")

@@ -11,7 +11,7 @@ import pytest
 
 import keras_ssm
 from keras_ssm.layers import MaskedDense
-from keras_ssm.stats import ternary_entropy_bits
+from keras_ssm.stats import sign_counts, ternary_entropy_bits, with_totals
 
 pytestmark = pytest.mark.core
 
@@ -33,6 +33,38 @@ def _hand_built() -> keras.Model:
         layer.scores.assign(scores)
         layer.mask_state["tau"].assign(0.5)
     return model
+
+
+def _numpy_mask(layer: keras.layers.Layer) -> np.ndarray:
+    """The signed mask M = +1 if s > tau, -1 if s < -tau, else 0, computed here in numpy."""
+    scores = keras.ops.convert_to_numpy(layer.scores)
+    tau = keras.ops.convert_to_numpy(layer.mask_state["tau"])
+    return (scores > tau).astype(int) - (scores < -tau).astype(int)
+
+
+def test_sign_counts_known_answers() -> None:
+    counts = sign_counts(np.array([[1, 0, -1, -1], [0, 0, 1, 0]]))
+    assert counts == {
+        "total": 8,
+        "kept": 2,
+        "inverted": 2,
+        "hidden": 4,
+        "remaining": 0.5,
+        "flipped": 0.5,
+    }
+    assert sign_counts(np.zeros((2, 3)))["flipped"] == 0.0  # nothing remains: no division
+
+
+def test_with_totals_sums_rows() -> None:
+    rows = [
+        {"total": 10, "kept": 1, "inverted": 3, "hidden": 6, "remaining": 0.4},
+        {"total": 6, "kept": 2, "inverted": 0, "hidden": 4, "remaining": 2 / 6},
+    ]
+    totals = with_totals(rows)
+    assert totals["layers"] is rows
+    assert (totals["total"], totals["kept"], totals["inverted"], totals["hidden"]) == (16, 3, 3, 10)
+    assert totals["remaining"] == pytest.approx(6 / 16)
+    assert totals["flipped"] == pytest.approx(3 / 6)
 
 
 def test_mask_stats_counts_known_masks() -> None:
@@ -88,11 +120,19 @@ def test_callback_logs_remaining_and_flipped_into_history_and_tensorboard(tmp_pa
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tmp_path)))
     history = model.fit(x, x[:, :2], epochs=3, verbose=0, callbacks=callbacks)
     assert len(history.history["remaining"]) == 3
-    assert history.history["remaining"][-1] == pytest.approx(
-        keras_ssm.mask_stats(model)["remaining"]
-    )
+    # the masks after the last epoch, from the signed-mask rule written out in numpy
+    masks = {layer.name: _numpy_mask(layer) for layer in model.layers}
+    total = sum(m.size for m in masks.values())
+    nonzero = sum(int(np.count_nonzero(m)) for m in masks.values())
+    inverted = sum(int(np.sum(m == -1)) for m in masks.values())
+    assert 0 < nonzero < total and 0 < inverted < nonzero  # a test that can tell them apart
+    assert history.history["remaining"][-1] == pytest.approx(nonzero / total)
+    assert history.history["flipped"][-1] == pytest.approx(inverted / nonzero)
     assert all(0 <= v <= 1 for v in history.history["flipped"])
-    assert f"remaining/{model.layers[0].name}" in history.history
+    for name, mask in masks.items():
+        assert history.history[f"remaining/{name}"][-1] == pytest.approx(
+            np.count_nonzero(mask) / mask.size
+        )
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 

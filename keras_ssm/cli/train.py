@@ -9,11 +9,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from keras_ssm.cli.args import MASK_CHOICES, add_data_dir, add_verbose, number
+from keras_ssm.cli.args import MASK_CHOICES, UsageError, add_data_dir, add_verbose, number
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import keras_ssm
+    from keras_ssm.run_dir import RunDir, RunFolderError
+
+    try:  # the same check keras_ssm.train makes, reported with the flag's name
+        RunDir(args.out).prepare(overwrite=args.force, resume=args.resume)
+    except RunFolderError as err:
+        raise UsageError(f"--out {err}") from err
 
     result = keras_ssm.train(
         args.model,

@@ -7,13 +7,16 @@ zero. Whole units (Dense) or filters (Conv) often end up
   cannot influence anything and are removed; or
 * with **no incoming weights**: they output the constant ``act(bias)`` everywhere. The constant
   is pushed through the layers in between (BatchNorm, pooling, Flatten, element-wise
-  activations) and folded into the next layer's bias (a bias is added if needed), then the
-  unit is removed.
+  activations, PReLU) and folded into the next layer's bias (a bias is added if needed), then
+  the unit is removed.  A constant that does not stay the same at every position (a non-zero
+  one through zero padding, a negative one through a PReLU whose alpha varies over positions)
+  is kept.
 
-Removal is iterated to a fixed point. Only chains ``producer -> [channel-wise layers] ->
-consumer`` where every tensor has a single consumer are touched; anything else (``Add``,
-``Concatenate``, shared layers, model outputs, non-element-wise activations such as softmax
-on the producer, ...) keeps its channels. Output units are never removed.
+Removal is iterated to a fixed point. Only the chains ``producer -> [per-channel layers] ->
+consumer`` of :func:`keras_ssm.graph.chains` are touched (every tensor with a single reader);
+anything else (``Add``, ``Concatenate``, shared layers, model outputs, layers that mix channels
+such as LayerNormalization or Softmax, non-element-wise activations such as softmax on the
+producer, ...) keeps its channels. Output units are never removed.
 
 Example:
     >>> import keras, numpy as np
@@ -34,69 +37,24 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["shrink", "ShrinkReport", "LayerShrink", "ELEMENTWISE_ACTIVATIONS"]
-
-ELEMENTWISE_ACTIVATIONS = frozenset(
-    {
-        "linear",
-        "relu",
-        "relu6",
-        "elu",
-        "selu",
-        "celu",
-        "gelu",
-        "sigmoid",
-        "hard_sigmoid",
-        "tanh",
-        "softplus",
-        "softsign",
-        "silu",
-        "swish",
-        "hard_silu",
-        "hard_swish",
-        "exponential",
-        "leaky_relu",
-        "mish",
-        "log_sigmoid",
-        "hard_tanh",
-        "squareplus",
-        "sparse_plus",
-        "tanh_shrink",
-        "soft_shrink",
-        "hard_shrink",
-    }
+from keras_ssm.graph import (
+    AFFINE,
+    ELEMENTWISE,
+    ELEMENTWISE_ACTIVATIONS,
+    FLATTEN,
+    PADDING,
+    Chain,
+    chains,
+    channel_kind,
+    is_kernel_layer,
+    positions,
 )
+
+__all__ = ["shrink", "ShrinkReport", "LayerShrink", "ELEMENTWISE_ACTIVATIONS"]
 
 _L = keras.layers
 _DENSE = (_L.Dense,)
 _CONV = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
-_IDENTITY = (
-    _L.Dropout,
-    _L.SpatialDropout1D,
-    _L.SpatialDropout2D,
-    _L.SpatialDropout3D,
-    _L.GaussianNoise,
-    _L.GaussianDropout,
-    _L.AlphaDropout,
-    _L.ActivityRegularization,
-    _L.Identity,
-)
-_POOL = (
-    _L.MaxPooling1D,
-    _L.MaxPooling2D,
-    _L.MaxPooling3D,
-    _L.AveragePooling1D,
-    _L.AveragePooling2D,
-    _L.AveragePooling3D,
-    _L.GlobalAveragePooling1D,
-    _L.GlobalAveragePooling2D,
-    _L.GlobalAveragePooling3D,
-    _L.GlobalMaxPooling1D,
-    _L.GlobalMaxPooling2D,
-    _L.GlobalMaxPooling3D,
-)
-_ACT = (_L.ReLU, _L.ELU, _L.LeakyReLU)
-_OUT = "__output__"
 
 
 @dataclass
@@ -135,127 +93,21 @@ class ShrinkReport:
 # ----------------------------------------------------------------------------- graph
 
 
-def _activation_name(act: Any) -> str | None:
-    try:
-        name = keras.activations.serialize(act)
-    except (ValueError, TypeError):
-        return None
-    return name if isinstance(name, str) else None
-
-
-def _channels_last(layer) -> bool:
-    return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
-
-
 def _is_matmul(layer) -> bool:
     """Stock Dense / ConvND that reads its input's last axis through a plain kernel."""
-    t = type(layer)
-    if t in _DENSE:
-        ok = True
-    elif t in _CONV:
-        ok = layer.groups == 1 and _channels_last(layer)
-    else:
-        return False
     quant = getattr(getattr(layer, "dtype_policy", None), "quantization_mode", None)
-    return ok and quant is None and not getattr(layer, "lora_enabled", False) and layer.built
+    return (
+        type(layer) in _DENSE + _CONV
+        and is_kernel_layer(layer)
+        and quant is None
+        and not getattr(layer, "lora_enabled", False)
+        and layer.built
+    )
 
 
-def _is_passthrough(layer) -> bool:
-    """Layers acting on the last axis channel by channel (constants stay constants)."""
-    t = type(layer)
-    if t in _IDENTITY or t in _ACT:
-        return True
-    if t is _L.Activation:
-        return _activation_name(layer.activation) in ELEMENTWISE_ACTIVATIONS
-    if t in _POOL or t is _L.Flatten:
-        return _channels_last(layer)
-    if t is _L.BatchNormalization:
-        rank = len(layer.input.shape)
-        return layer.axis in (-1, rank - 1)
-    return False
-
-
-def _histories(obj: Any, out: list[str]) -> None:
-    if isinstance(obj, dict):
-        if obj.get("class_name") == "__keras_tensor__":
-            out.append(obj["config"]["keras_history"][0])
-            return
-        for v in obj.values():
-            _histories(v, out)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _histories(v, out)
-
-
-def _graph(model: keras.Model) -> tuple[dict[str, list[str]], dict[str, list[str]], set[str]]:
-    """``(inputs, consumers, shared)`` by layer name; ``_OUT`` marks a model output."""
-    inputs: dict[str, list[str]] = {}
-    consumers: dict[str, list[str]] = {layer.name: [] for layer in model.layers}
-    shared: set[str] = set()
-    if isinstance(model, keras.Sequential):
-        prev = None
-        for layer in model.layers:
-            inputs[layer.name] = [prev] if prev else ["__input__"]
-            if prev:
-                consumers[prev].append(layer.name)
-            prev = layer.name
-        if prev:
-            consumers[prev].append(_OUT)
-        return inputs, consumers, shared
-    cfg = model.get_config()
-    if not isinstance(cfg, dict) or "layers" not in cfg or "output_layers" not in cfg:
-        raise TypeError("shrink supports Sequential and functional models only")
-    for lc in cfg["layers"]:
-        name = lc["name"]
-        nodes = lc.get("inbound_nodes", [])
-        if len(nodes) > 1:
-            shared.add(name)
-        srcs: list[str] = []
-        _histories(nodes, srcs)
-        inputs[name] = srcs
-        for s in srcs:
-            consumers.setdefault(s, []).append(name)
-    outs = cfg["output_layers"]
-    outs = [outs] if outs and isinstance(outs[0], str) else outs
-    for o in outs:
-        consumers.setdefault(o[0], []).append(_OUT)
-    return inputs, consumers, shared
-
-
-@dataclass
-class _Chain:
-    producer: Any
-    path: list[Any]
-    consumer: Any
-
-
-def _chains(model: keras.Model) -> list[_Chain]:
-    inputs, consumers, shared = _graph(model)
-    by_name = {layer.name: layer for layer in model.layers}
-    chains = []
-    for p in model.layers:
-        if (
-            not _is_matmul(p)
-            or p.name in shared
-            or _activation_name(p.activation) not in ELEMENTWISE_ACTIVATIONS
-        ):
-            continue
-        path, cur = [], p.name
-        while True:
-            cons = consumers.get(cur, [])
-            if len(cons) != 1 or cons[0] == _OUT:
-                break
-            nxt = by_name[cons[0]]
-            if len(inputs[nxt.name]) != 1 or nxt.name in shared:
-                break
-            if _is_matmul(nxt):
-                chains.append(_Chain(p, path, nxt))
-                break
-            if not _is_passthrough(nxt):
-                break
-            path.append(nxt)
-            cur = nxt.name
-    return chains
+def _chains(model: keras.Model) -> list[Chain]:
+    """The model's chains (:func:`keras_ssm.graph.chains`) between stock Dense / Conv layers."""
+    return chains(model, _is_matmul)
 
 
 # ----------------------------------------------------------------------------- algebra
@@ -263,20 +115,6 @@ def _chains(model: keras.Model) -> list[_Chain]:
 
 def _to_numpy(x) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(x))
-
-
-def _index_map(chain: _Chain, channels: int) -> tuple[np.ndarray, bool]:
-    """``(idx, ok)``: idx[p, c] = position on the consumer's input axis of channel c."""
-    idx = np.arange(channels)[None, :]
-    for layer in chain.path:
-        if type(layer) is _L.Flatten:
-            spatial = layer.input.shape[1:-1]
-            if any(d is None for d in spatial):
-                return idx, False
-            s = int(np.prod(spatial, dtype=np.int64))
-            width = idx.size
-            idx = (np.arange(s)[:, None, None] * width + idx[None]).reshape(-1, channels)
-    return idx, True
 
 
 def _bn_apply(layer, weights: list[np.ndarray], v: np.ndarray) -> np.ndarray:
@@ -288,33 +126,65 @@ def _bn_apply(layer, weights: list[np.ndarray], v: np.ndarray) -> np.ndarray:
     return (v - mean) * inv + beta
 
 
-def _constant_at_consumer(chain: _Chain, w: dict[str, list[np.ndarray]]) -> np.ndarray:
-    """Value each producer unit delivers to the consumer's input axis if it has no inputs."""
+def _prelu_apply(
+    alpha: np.ndarray, v: np.ndarray, uniform: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """PReLU of a constant per channel; its alpha may vary over positions (then a negative
+    constant does not stay uniform)."""
+    a = alpha.astype(np.float64).reshape(-1, alpha.shape[-1])  # (positions, channels or 1)
+    a = np.broadcast_to(a, (a.shape[0], v.size))
+    same = np.all(a == a[0], axis=0)
+    return np.where(v >= 0, v, a[0] * v), uniform & ((v >= 0) | same)
+
+
+def _constant_at_consumer(
+    chain: Chain, w: dict[str, list[np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(v, uniform)`` per position on the consumer's input axis: the value each producer unit
+    delivers there if it has no inputs, and whether that value is the same at every spatial
+    position (zero padding of a non-zero constant, or a PReLU whose alpha varies over positions,
+    breaks it)."""
     p = chain.producer
     pw = w[p.name]
     bias = pw[1] if len(pw) > 1 else np.zeros(pw[0].shape[-1], np.float32)
     v = _to_numpy(p.activation(keras.ops.convert_to_tensor(bias[None].astype(np.float32))))[0]
     v = v.astype(np.float64)
+    uniform = np.ones(v.shape, dtype=bool)
     for layer in chain.path:
-        t = type(layer)
-        if t is _L.BatchNormalization:
+        kind = channel_kind(layer)
+        if kind == AFFINE:
             v = _bn_apply(layer, w[layer.name], v)
-        elif t is _L.Flatten:
+        elif kind == FLATTEN:
             s = int(np.prod(layer.input.shape[1:-1], dtype=np.int64))
-            v = np.tile(v, s)
-        elif t in _ACT or t is _L.Activation:
+            v, uniform = np.tile(v, s), np.tile(uniform, s)
+        elif kind == PADDING:
+            uniform = uniform & (v == 0)
+        elif type(layer) is _L.PReLU:
+            v, uniform = _prelu_apply(w[layer.name][0], v, uniform)
+        elif kind == ELEMENTWISE:
             v = _to_numpy(layer(keras.ops.convert_to_tensor(v[None].astype(np.float32))))[0]
             v = v.astype(np.float64)
         # identity layers and pooling keep constants unchanged
-    return v
+    return v, uniform
 
 
-def _bn_slice(layer, weights: list[np.ndarray], keep: np.ndarray) -> list[np.ndarray]:
-    return [a[keep] for a in weights]
+def _slice_path(chain: Chain, w: dict[str, list[np.ndarray]], channels: int, keep) -> None:
+    """Per-channel weights on the path (BatchNorm, PReLU's alpha) follow the kept channels."""
+    for i, layer in enumerate(chain.path):
+        if not w.get(layer.name):
+            continue
+        at = np.sort(positions(chain.path[:i], channels)[:, keep].ravel())
+        if channel_kind(layer) == AFFINE:
+            w[layer.name] = [a[at] for a in w[layer.name]]
+        elif type(layer) is _L.PReLU:
+            (alpha,) = w[layer.name]
+            w[layer.name] = [alpha if alpha.shape[-1] == 1 else np.take(alpha, at, axis=-1)]
+        else:  # pragma: no cover - every weighted kind is handled above
+            raise TypeError(f"shrink cannot slice the weights of {layer.name!r}")
 
 
 def _step(
-    chain: _Chain,
+    chain: Chain,
     w: dict[str, list[np.ndarray]],
     entries: dict[str, LayerShrink],
     added_bias: dict[str, bool],
@@ -323,8 +193,8 @@ def _step(
     p, q = chain.producer, chain.consumer
     pk = w[p.name][0]
     channels = pk.shape[-1]
-    idx, ok = _index_map(chain, channels)
-    if not ok:
+    idx = positions(chain.path, channels)
+    if idx is None:
         return False
     qk = w[q.name][0]
     q_rows = np.moveaxis(qk, -2, 0)  # (in, *kernel_spatial, out)
@@ -337,11 +207,12 @@ def _step(
     folded = np.zeros(channels, dtype=bool)
     v = None
     if np.any(const_units):
-        v = _constant_at_consumer(chain, w)
+        v, uniform = _constant_at_consumer(chain, w)
         spatial_one = type(q) in _DENSE or int(np.prod(qk.shape[:-2])) == 1
         foldable = spatial_one or q.padding == "valid"
         for c in np.flatnonzero(const_units):
-            folded[c] = foldable or not np.any(v[idx[:, c]] != 0)
+            at = idx[:, c]
+            folded[c] = np.all(uniform[at]) and (foldable or not np.any(v[at] != 0))
     removable = no_out | folded
     if np.all(removable):  # keep one unit: a silent one if there is one, else unit 0 unfolded
         first = int(np.flatnonzero(no_out)[0]) if np.any(no_out) else 0
@@ -361,11 +232,7 @@ def _step(
     entry.units_after = int(keep.size)
     # producer: drop kernel columns and bias entries
     w[p.name] = [a[..., keep] for a in w[p.name]]
-    # path: BatchNorm parameters follow the channel positions
-    for layer in chain.path:
-        if type(layer) is _L.BatchNormalization:
-            sub_idx, _ = _index_map(_Chain(p, chain.path[: chain.path.index(layer)], q), channels)
-            w[layer.name] = _bn_slice(layer, w[layer.name], np.sort(sub_idx[:, keep].ravel()))
+    _slice_path(chain, w, channels, keep)
     # consumer: fold constants into the bias, drop input rows
     q_w = w[q.name]
     if contrib is not None and np.any(contrib != 0):
@@ -410,7 +277,7 @@ def shrink(model: keras.Model, max_iterations: int = 100) -> tuple[keras.Model, 
         c.__name__ == "Functional" for c in type(model).__mro__
     ):
         raise TypeError("shrink supports Sequential and functional models only")
-    chains = _chains(model)
+    model_chains = _chains(model)
     w = {layer.name: [np.array(a) for a in layer.get_weights()] for layer in model.layers}
     before = _count(w)
     entries: dict[str, LayerShrink] = {}
@@ -421,7 +288,7 @@ def shrink(model: keras.Model, max_iterations: int = 100) -> tuple[keras.Model, 
     added_bias: dict[str, bool] = {}
     for _ in range(max_iterations):
         changed = False
-        for chain in chains:
+        for chain in model_chains:
             changed |= _step(chain, w, entries, added_bias)
         if not changed:
             break

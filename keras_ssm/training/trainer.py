@@ -67,7 +67,7 @@ def make_strategy(name: str) -> Any:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if "TF_CONFIG" not in os.environ:
-        raise ValueError("strategy='multiworker' reads the cluster from TF_CONFIG, which is unset")
+        raise ValueError("strategy multiworker reads the cluster from TF_CONFIG, which is unset")
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 

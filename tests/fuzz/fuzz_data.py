@@ -150,7 +150,7 @@ def seeds() -> list[bytes]:
 def load() -> tuple[_common.Target, list[bytes], tuple[type, ...]]:
     from keras_ssm import data
 
-    cifar10, cifar100, mnist = data._SPECS["cifar10"], data._SPECS["cifar100"], data._SPECS["mnist"]
+    cifar10, cifar100, mnist = (data.specs.SPECS[n] for n in ("cifar10", "cifar100", "mnist"))
     scratch = _common.make_temp_dir("fuzz-data-", in_memory=True)
 
     def write(name: str, blob: bytes) -> str:
@@ -164,28 +164,28 @@ def load() -> tuple[_common.Target, list[bytes], tuple[type, ...]]:
             return "empty"
         form, body = blob[0] % FORMS, blob[1:]
         if form == 0:
-            data._read_idx(write("labels-idx1-ubyte", body), ())
+            data.formats.read_idx(write("labels-idx1-ubyte", body), ())
         elif form == 1:
-            data._read_idx(write("images-idx3-ubyte", body), (28, 28))
+            data.formats.read_idx(write("images-idx3-ubyte", body), (28, 28))
         elif form in (2, 3):
             raw = gzip.compress(body, compresslevel=1, mtime=0) if form == 2 else body
-            images = data._read_idx(write("images-idx3-ubyte.gz", raw), (28, 28))[..., None]
-            data._finish(mnist, (images, np.zeros(len(images), np.uint8)), "fuzz")
+            images = data.formats.read_idx(write("images-idx3-ubyte.gz", raw), (28, 28))[..., None]
+            data.formats.finish(mnist, (images, np.zeros(len(images), np.uint8)), "fuzz")
         elif form in (4, 5):
             if form == 5:
                 x, _, y = body.partition(SEP)
                 body = zip_of({"x_test.npy": x, "y_test.npy": y})
-            split = data._read_npz_split(cifar10, write("test.npz", body), "test")
-            data._finish(cifar10, split, "fuzz")
+            split = data.formats.read_npz_split(cifar10, write("test.npz", body), "test")
+            data.formats.finish(cifar10, split, "fuzz")
         elif form in (6, 7):
             spec = cifar10 if form == 6 else cifar100
-            data._finish(spec, data._parse_cifar_batch(spec, body, "fuzz"), "fuzz")
+            data.formats.finish(spec, data.formats.parse_cifar_batch(spec, body, "fuzz"), "fuzz")
         else:
-            train, test = data._read_cifar_tar_source(
+            train, test = data.formats.read_cifar_tar_source(
                 cifar100, (write("cifar-100-python.tar.gz", body),)
             )
-            data._finish(cifar100, train, "fuzz")
-            data._finish(cifar100, test, "fuzz")
+            data.formats.finish(cifar100, train, "fuzz")
+            data.formats.finish(cifar100, test, "fuzz")
         return f"read form {form}"
 
     for seed in seeds():
