@@ -18,7 +18,7 @@ fi
 
 if [[ ! -f "$RUN/metrics.json" ]]; then
     echo "== training a signed supermask FCN on MNIST -> $RUN" >&2
-    ssm train --model fcn --dataset mnist --jit --verbose 2 --resume "${EXTRA[@]}" --out "$RUN"
+    ssm train --model fcn --dataset mnist --verbose 2 --resume "${EXTRA[@]}" --out "$RUN"
 fi
 echo "== summary" >&2
 ssm summary "$RUN"

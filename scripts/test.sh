@@ -15,7 +15,9 @@ run_pytest() {  # pytest's exit code 5 ("no tests collected") is a failure here,
     return $rc
 }
 
-echo "[test] TensorFlow backend: the whole suite" >&2
-KERAS_BACKEND=tensorflow run_pytest -q -p no:cacheprovider tests "$@"
-echo "[test] JAX backend: the core tests" >&2
-KERAS_BACKEND=jax run_pytest -q -p no:cacheprovider -m core tests "$@"
+# The whole suite and every docstring example (>>>) of the library, on each backend; tests that
+# need TensorFlow itself (ONNX/LiteRT conversion, tf.distribute) skip themselves on JAX.
+echo "[test] TensorFlow backend: the whole suite + doctests" >&2
+KERAS_BACKEND=tensorflow run_pytest -q -p no:cacheprovider tests --doctest-modules keras_ssm "$@"
+echo "[test] JAX backend: the whole suite + doctests" >&2
+KERAS_BACKEND=jax run_pytest -q -p no:cacheprovider tests --doctest-modules keras_ssm "$@"

@@ -202,3 +202,18 @@ def test_usage_errors(tmp_path: Path, argv: list[str], match: str) -> None:
         ssm("export", str(tmp_path / "missing"))
     with pytest.raises((ValueError, FileExistsError, FileNotFoundError), match="ssm export"):
         ssm("bench", str(run))
+
+
+def test_out_dir_opset_and_bench_threads(tmp_path: Path, data_dir: Path) -> None:
+    run = make_run(tmp_path / "run")
+    dest = tmp_path / "elsewhere"
+    ssm("export", str(run), "--format", "onnx", "--out-dir", str(dest), "--opset", "13", "--quiet")
+    assert sorted(p.name for p in dest.iterdir()) == ["export.json", "model.onnx"]
+    assert not (run / "export").exists()
+    opsets = {o.domain: o.version for o in onnx.load(str(dest / "model.onnx")).opset_import}
+    assert opsets[""] == 13
+    argv = ["bench", str(run), "--export-dir", str(dest), "--limit", "8", "--runs", "50"]
+    result = ssm(*argv, "--warmup", "0", "--threads", "2", "--quiet")
+    assert result["threads"]["onnxruntime"]["intra_op_num_threads"] == 2
+    assert result["threads"]["litert"]["num_threads"] == 2
+    assert json.loads((dest / "bench.json").read_text())["runs"] == 50

@@ -8,8 +8,8 @@ then collect the finished runs' small files and tabulate them.
         --sweep weight-decay=1.25e-4,2.5e-4,5e-4 --sweep weight-scale=1,2
     # copy metrics.json + history.csv of finished runs into examples/paper/results/
     python examples/paper/reproduce.py collect
-    # the Markdown table of every collected run (what RESULTS.md shows)
-    python examples/paper/reproduce.py table
+    # the Markdown table of every collected run, written into RESULTS.md
+    python examples/paper/reproduce.py table --write examples/paper/RESULTS.md
 
 Every run is a folder ``runs/paper/<model>_<mask>_<recipe>[_<overrides>]_s<seed>`` (model.keras,
 metrics.json, history.csv, analysis.jsonl); finished runs are skipped and unfinished ones resume
@@ -183,8 +183,20 @@ def table(results: Path) -> str:
     return "\n".join(lines)
 
 
+BEGIN, END = "<!-- results table: begin -->", "<!-- results table: end -->"
+
+
 def cmd_table(args: argparse.Namespace) -> int:
-    print(table(Path(args.results)))
+    text = table(Path(args.results))
+    print(text)
+    if args.write:  # replace the generated block of a Markdown file (e.g. RESULTS.md)
+        path = Path(args.write)
+        doc = path.read_text(encoding="utf-8")
+        if BEGIN not in doc or END not in doc:
+            raise SystemExit(f"{path} has no {BEGIN} ... {END} block to replace")
+        head, rest = doc.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
     return 0
 
 
@@ -221,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     collect.set_defaults(func=cmd_collect)
     tab = sub.add_parser("table", help="print the Markdown table of the collected runs")
     tab.add_argument("--results", default=str(RESULTS))
+    tab.add_argument("--write", help="also replace the generated table block in this file")
     tab.set_defaults(func=cmd_table)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -7,9 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MASK_CHOICES", "UsageError", "add_data_dir", "add_quiet", "add_verbose", "number"]
-
-MASK_CHOICES = ("signed", "binary", "topk", "none")
+__all__ = ["UsageError", "add_data_dir", "add_quiet", "add_verbose", "number", "say"]
 
 
 class UsageError(ValueError):

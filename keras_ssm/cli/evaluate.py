@@ -23,12 +23,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     deployed = keras_ssm.wrap.to_float32(model)
     deployed.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     loss, accuracy = deployed.evaluate(test, verbose=args.verbose)
-    info = data.info(dataset)
     result = {
         "dataset": dataset,
         "test_accuracy": float(accuracy),
         "test_loss": float(loss),
-        "test_images": min(info["test_size"], args.limit or info["test_size"]),
+        "test_images": sum(int(y.shape[0]) for _, y in test),
     }
     try:
         result["remaining"] = keras_ssm.mask_stats(model)["remaining"]

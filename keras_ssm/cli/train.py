@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from keras_ssm.cli.args import MASK_CHOICES, UsageError, add_data_dir, add_verbose, number
+from keras_ssm.cli.args import UsageError, add_data_dir, add_verbose, number
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def register(subparsers: Any) -> None:
-    from keras_ssm import models, recipes
+    from keras_ssm import masks, models, recipes
     from keras_ssm.training.precision import PRECISIONS
     from keras_ssm.training.trainer import STRATEGIES
 
@@ -72,7 +72,7 @@ def register(subparsers: Any) -> None:
     )
     train.add_argument(
         "--mask",
-        choices=MASK_CHOICES,
+        choices=[*masks.ALLOWED, "none"],  # registered masks included
         default="signed",
         help="'none' trains the dense baseline (default: signed)",
     )

@@ -71,6 +71,11 @@ def make_strategy(name: str) -> Any:
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+def _count(dataset: Any) -> int:
+    """Examples in a finite dataset of ``(x, y)`` batches."""
+    return sum(int(y.shape[0]) for _, y in dataset)
+
+
 def _is_multiworker(strategy: Any) -> bool:
     if strategy is None or keras.backend.backend() != "tensorflow":
         return False
@@ -289,7 +294,7 @@ def train(
     history = history_log.history
     epochs_run = len(history.get("loss", []))
     train_size = min(info["train_size"], limit or info["train_size"])
-    test_size = min(info["test_size"], limit or info["test_size"])
+    test_size = _count(test_data)  # what was evaluated (local files may be smaller)
     metrics: dict[str, Any] = {
         "model": model,
         "dataset": info["name"],
