@@ -154,6 +154,10 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def table(results: Path) -> str:
     """The Markdown table of the runs under ``results`` (one row per run group, seeds pooled)."""
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -178,7 +182,7 @@ def table(results: Path) -> str:
             f"{recipe.get('threshold')} / {recipe.get('weight_scale', 1.0):g} | "
             f"{first.get('precision', 'float32')} | {first['epochs']} | {len(runs)} | "
             f"{_mean_std(acc)} | {_mean_std(remaining) if remaining else '-'} | {paper_text} | "
-            f"{wall / 60:.0f} min | {first['hardware']}, {first['backend']} |"
+            f"{_duration(wall)} | {first['hardware']}, {first['backend']} |"
         )
     return "\n".join(lines)
 

@@ -1,0 +1,56 @@
+"""examples/paper/reproduce.py: trains in this process through keras_ssm.train, skips finished
+runs, collects the small files and writes the generated table into a Markdown file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from fixtures import write_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.core
+
+
+@pytest.fixture
+def reproduce():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "examples/paper/reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_collect_table(reproduce, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("KERAS_SSM_DATA_DIR", str(write_mnist(tmp_path / "data")))
+    monkeypatch.setenv("KERAS_SSM_OFFLINE", "1")
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    argv = ["run", "--rows", "fcn", "--seeds", "1", "--epochs", "1", "--limit", "256"]
+    assert reproduce.main([*argv, "--out", str(runs)]) == 0
+    names = sorted(p.name for p in runs.iterdir() if p.is_dir())
+    assert names == ["fcn_none_default_ep1_s7531", "fcn_signed_default_ep1_s7531"]
+    metrics = json.loads((runs / names[1] / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["config"]["limit"] == 256
+    capsys.readouterr()
+    assert reproduce.main([*argv, "--out", str(runs)]) == 0  # finished runs are skipped
+    assert capsys.readouterr().out.count("[skip]") == 2
+
+    assert reproduce.main(["collect", "--out", str(runs), "--results", str(results)]) == 0
+    for name in names:  # the small files, never the model
+        assert sorted(p.name for p in (results / name).iterdir()) == [
+            "history.csv",
+            "metrics.json",
+        ]
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(f"# x\n{reproduce.BEGIN}\nSTALE ROW\n{reproduce.END}\ntail\n")
+    assert reproduce.main(["table", "--results", str(results), "--write", str(doc)]) == 0
+    text = doc.read_text()
+    assert "STALE ROW" not in text and text.endswith("tail\n")
+    rows = [line for line in text.splitlines() if line.startswith("| fcn_")]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| fcn_none_default_ep1",
+        "| fcn_signed_default_ep1",
+    ]
+    assert "97.42 / 97.48 / 3.77%" in rows[1]
