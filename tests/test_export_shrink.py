@@ -353,3 +353,14 @@ def test_layers_that_mix_units_keep_them(middle):
     small, report = shrink(m)
     assert small.layers[0].units == 5 and report.layers == []
     assert rel_err(m, small, (6,)) <= 1e-6
+
+
+def test_nothing_to_remove_says_so() -> None:
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="elu"), keras.layers.Dense(2)]
+    )
+    for layer in model.layers:  # every weight non-zero: every unit has inputs and outputs
+        layer.kernel.assign(np.ones(layer.kernel.shape, "float32"))
+    small, report = shrink(model)
+    assert report.layers == [] and small.count_params() == model.count_params() == 23
+    assert str(report) == "nothing to remove: every unit has inputs and outputs (params: 23 -> 23)"

@@ -79,6 +79,11 @@ class ShrinkReport:
     params_after: int = 0
 
     def __str__(self) -> str:
+        if not self.layers:
+            return (
+                f"nothing to remove: every unit has inputs and outputs "
+                f"(params: {self.params_before} -> {self.params_after})"
+            )
         rows = [f"{'layer':<24}{'units':>14}{'no-in':>7}{'no-out':>7}  bias"]
         for e in self.layers:
             bias = "added+folded" if e.bias_added else ("folded" if e.bias_folded else "")
