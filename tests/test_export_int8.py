@@ -88,6 +88,43 @@ def test_onnx_int8_weights_are_exact(conv, tmp_path):
     assert (tmp_path / "q.onnx").stat().st_size < (tmp_path / "f.onnx").stat().st_size
 
 
+@pytest.mark.parametrize("conv", [False, True])
+def test_int8_onnx_is_exact_in_a_default_session(conv, tmp_path):
+    """A user's plain ``onnxruntime.InferenceSession(path)`` (default options and graph
+    optimizations) computes exactly what the fp32 file computes: no session option needed."""
+    import onnxruntime as ort
+
+    m = ternary_model(conv)
+    to_onnx(m, tmp_path / "q.onnx", int8=True)
+    to_onnx(m, tmp_path / "f.onnx")
+    proto = onnx.load(str(tmp_path / "q.onnx"))
+    assert "DequantizeLinear" not in {n.op_type for n in proto.graph.node}
+    x = np.random.default_rng(2).standard_normal((64,) + tuple(m.inputs[0].shape[1:]))
+    x = x.astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "q.onnx")).run(None, {"input": x})[0]
+    fp32 = ort.InferenceSession(str(tmp_path / "f.onnx")).run(None, {"input": x})[0]
+    np.testing.assert_array_equal(got, fp32)  # the same float weights, bit for bit
+    want = np.asarray(m(x))
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) <= 1e-6
+
+
+def test_dequantize_form_needs_the_session_option(tmp_path):
+    """The QDQ form is kept as an option, and exact in keras_ssm's sessions."""
+    from keras_ssm.export.int8 import quantize_onnx_ternary
+
+    m = ternary_model(conv=False)
+    to_onnx(m, tmp_path / "f.onnx")
+    proto, done = quantize_onnx_ternary(onnx.load(str(tmp_path / "f.onnx")), form="dequantize")
+    assert done and "DequantizeLinear" in {n.op_type for n in proto.graph.node}
+    x = np.random.default_rng(3).standard_normal((8, 64)).astype(np.float32)
+    sess = ort_session(proto.SerializeToString(), exact=True)
+    got = sess.run(None, {"input": x})[0]
+    want = np.asarray(m(x))
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) <= 1e-6
+    with pytest.raises(ValueError, match="allowed: cast, dequantize"):
+        quantize_onnx_ternary(proto, form="int4")
+
+
 def test_tflite_int8_stores_ternary_codes(tmp_path):
     m = ternary_model(conv=True)
     res = to_tflite(m, tmp_path / "q.tflite", int8=True, sparse=False)

@@ -89,22 +89,37 @@ class QuantizedInitializer:
     nonzero: int
 
 
-def quantize_onnx_ternary(model_proto, min_size: int = 16):
+FORMS = ("cast", "dequantize")
+
+
+def quantize_onnx_ternary(model_proto, min_size: int = 16, form: str = "cast"):
     """Store every ternary MatMul/Gemm/Conv weight of an ONNX model as exact int8.
 
     Each ternary float initializer ``W`` used as the weight input of a MatMul, Gemm,
-    Conv or ConvTranspose node becomes an int8 initializer ``W_int8`` (values -1/0/1)
-    feeding ``DequantizeLinear(W_int8, scale=c, zero_point=0) -> W``. The graph's arithmetic
-    stays float32, and the dequantized weights equal the original ones exactly.
-    Requires opset >= 13 (DequantizeLinear with per-tensor scale works from opset 10).
+    Conv or ConvTranspose node becomes an int8 initializer ``W_int8`` (values -1/0/1) and one
+    float32 scale ``c``, rebuilt in the graph as ``W``:
+
+    * ``form="cast"`` (default): ``Mul(Cast(W_int8, to=FLOAT), c) -> W``.  ``c * {-1, 0, 1}``
+      is exact in float32, so ``W`` equals the original weights bit for bit, and onnxruntime
+      folds the two constant nodes into a float initializer when it loads the model: the same
+      graph, outputs and speed as the fp32 file under *default* session options.
+    * ``form="dequantize"``: ``DequantizeLinear(W_int8, c, 0) -> W``, the QDQ convention.
+      Exact only when onnxruntime is told not to fuse it into quantized kernels
+      (``session.disable_quant_qdq=1``; :func:`keras_ssm.export.runtime.ort_session`), which
+      would quantize the activations too.
+
+    The graph's arithmetic stays float32.
 
     Args:
         model_proto: an ``onnx.ModelProto`` (modified copy is returned; input untouched).
         min_size: leave smaller initializers (e.g. biases that happen to be ternary) alone.
+        form: ``"cast"`` or ``"dequantize"``.
 
     Returns:
         ``(new_model_proto, [QuantizedInitializer, ...])``.
     """
+    if form not in FORMS:
+        raise ValueError(f"Unknown int8 form {form!r}; allowed: {', '.join(FORMS)}.")
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -139,14 +154,23 @@ def quantize_onnx_ternary(model_proto, min_size: int = 16):
             [
                 numpy_helper.from_array(codes, q_name),
                 numpy_helper.from_array(np.array(c, dtype=np.float32), s_name),
-                numpy_helper.from_array(np.array(0, dtype=np.int8), z_name),
             ]
         )
-        new_nodes.append(
-            helper.make_node(
-                "DequantizeLinear", [q_name, s_name, z_name], [name], name=name + "_dequantize"
+        if form == "cast":
+            codes_f = name + "_codes"
+            new_nodes += [
+                helper.make_node(
+                    "Cast", [q_name], [codes_f], to=TensorProto.FLOAT, name=name + "_cast"
+                ),
+                helper.make_node("Mul", [codes_f, s_name], [name], name=name + "_scale_mul"),
+            ]
+        else:
+            graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int8), z_name))
+            new_nodes.append(
+                helper.make_node(
+                    "DequantizeLinear", [q_name, s_name, z_name], [name], name=name + "_dequantize"
+                )
             )
-        )
         done.append(QuantizedInitializer(name, tuple(arr.shape), c, int(np.count_nonzero(codes))))
     if new_nodes:
         old = list(graph.node)
@@ -156,22 +180,28 @@ def quantize_onnx_ternary(model_proto, min_size: int = 16):
 
 
 def onnx_dequantized_weights(model_proto) -> dict[str, np.ndarray]:
-    """Evaluate every ``DequantizeLinear`` of int8 initializers in numpy (float32).
+    """Evaluate, in numpy (float32), every weight rebuilt from int8 initializers: both
+    ``Mul(Cast(q), scale)`` and ``DequantizeLinear(q, scale, zero_point)``.
 
-    Returns a mapping from the dequantized tensor's name to its float32 value, computed as
-    ``(q - zero_point) * scale`` exactly as the ONNX operator defines it.
+    Returns a mapping from the rebuilt tensor's name to its float32 value, computed as the
+    ONNX operators define it (``q * scale``; ``(q - zero_point) * scale``).
     """
     from onnx import numpy_helper
 
     inits = {t.name: numpy_helper.to_array(t) for t in model_proto.graph.initializer}
+    casts: dict[str, np.ndarray] = {}
     out: dict[str, np.ndarray] = {}
     for node in model_proto.graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
-            continue
-        q = inits[node.input[0]].astype(np.int32)
-        scale = np.float32(inits[node.input[1]])
-        zp = inits[node.input[2]].astype(np.int32) if len(node.input) > 2 else 0
-        out[node.output[0]] = (q - zp).astype(np.float32) * scale
+        if node.op_type == "Cast" and node.input[0] in inits:
+            if inits[node.input[0]].dtype == np.int8:
+                casts[node.output[0]] = inits[node.input[0]].astype(np.float32)
+        elif node.op_type == "Mul" and node.input[0] in casts and node.input[1] in inits:
+            out[node.output[0]] = casts[node.input[0]] * np.float32(inits[node.input[1]])
+        elif node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            q = inits[node.input[0]].astype(np.int32)
+            scale = np.float32(inits[node.input[1]])
+            zp = inits[node.input[2]].astype(np.int32) if len(node.input) > 2 else 0
+            out[node.output[0]] = (q - zp).astype(np.float32) * scale
     return out
 
 

@@ -122,10 +122,11 @@ def to_onnx(
         opset: ONNX opset (13-18 are known to work).
         input_name: name of the graph input.
         check: verify with onnxruntime before keeping the file.
-        int8: store ternary kernels as exact int8 + ``DequantizeLinear``. Run the result with
-            :func:`ort_session` (``exact=True``) to compute exactly like the float model;
-            onnxruntime's default session fuses these into ``MatMulNBits`` kernels that also
-            quantize activations (faster, ~1e-2 relative error).
+        int8: store ternary kernels as exact int8 codes and one float32 scale per tensor,
+            rebuilt in the graph as ``Cast`` + ``Mul`` (see
+            :func:`keras_ssm.export.int8.quantize_onnx_ternary`): about 4x smaller, and any
+            onnxruntime session, default options included, folds them back into the exact
+            float weights (same outputs and speed as the fp32 file).
         output_name: name of the graph output.
         rtol: tolerance for ``max|onnx - keras| / max|keras|``.
         overwrite: replace an existing file.
