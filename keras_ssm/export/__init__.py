@@ -1,6 +1,7 @@
 """Deploying folded signed-supermask models.
 
-* :func:`shrink` removes units/filters that can no longer matter (same outputs, smaller model).
+* :func:`shrink` removes units/filters that can no longer matter (same outputs, smaller model);
+  :func:`crop_inputs` cuts the image border an FCN never reads (one Slice, not a Gather).
 * :func:`to_onnx` / :func:`to_tflite` export through tf2onnx / the TFLite converter and verify
   the result against Keras before the file is kept.
 * :func:`is_ternary` finds the per-layer scale ``c`` of ``{-c, 0, +c}`` kernels; ``int8=True``
@@ -29,6 +30,7 @@ from keras_ssm.export.compact import (
     model_from_compact_bytes,
     save_compact,
 )
+from keras_ssm.export.crop import CropReport, crop_inputs
 from keras_ssm.export.int8 import is_ternary, quantize_onnx_ternary, ternary_codes
 from keras_ssm.export.onnx import onnx_bytes, to_onnx
 from keras_ssm.export.pipeline import FORMATS, export_model, export_run, parse_formats
@@ -39,6 +41,7 @@ from keras_ssm.export.tflite import run_tflite, tflite_bytes, to_tflite
 __all__ = [
     "FORMATS",
     "CompactFormatError",
+    "CropReport",
     "ExportResult",
     "ExportVerificationError",
     "LayerShrink",
@@ -47,6 +50,7 @@ __all__ = [
     "atomic_write_bytes",
     "bench_run",
     "compact_bytes",
+    "crop_inputs",
     "export_model",
     "export_run",
     "is_ternary",

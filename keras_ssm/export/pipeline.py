@@ -149,6 +149,7 @@ def export_model(
     import keras
 
     from keras_ssm import wrap
+    from keras_ssm.export.crop import crop_inputs
     from keras_ssm.export.onnx import to_onnx
     from keras_ssm.export.shrink import shrink as shrink_model
     from keras_ssm.export.tflite import to_tflite
@@ -191,8 +192,15 @@ def export_model(
         report["params_folded"] = int(deployed.count_params())
         if shrink:
             deployed, shrink_report = shrink_model(deployed)
+            deployed, crop_report = crop_inputs(deployed)
+            report["crop"] = {
+                "box": crop_report.box,
+                "features_before": crop_report.features_before,
+                "features_after": crop_report.features_after,
+                "features_read": crop_report.features_read,
+            }
             err = max_rel_error(keras_outputs(deployed, x), want)
-            report["shrink_max_rel_error"] = err
+            report["shrink_max_rel_error"] = err  # shrink and crop together
             report["shrink_report"] = {
                 "params_before": shrink_report.params_before,
                 "params_after": shrink_report.params_after,
@@ -200,7 +208,7 @@ def export_model(
             }
             say(
                 f"  shrink: params {shrink_report.params_before} -> "
-                f"{shrink_report.params_after} (max rel error {err:.2g})"
+                f"{shrink_report.params_after} (max rel error {err:.2g}); {crop_report}"
             )
         steps: list[tuple[str, Callable[[Path], Any]]] = []
         if "onnx" in formats:

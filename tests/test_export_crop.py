@@ -1,0 +1,77 @@
+"""crop_inputs: the image border the first Dense layer never reads becomes a Cropping2D (one
+Slice in ONNX), with the same outputs, through every export format."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ssm.export.crop import crop_inputs
+
+L = keras.layers
+
+
+def _fcn(sequential: bool) -> keras.Model:
+    layers = [L.Flatten(name="flat"), L.Dense(16, activation="elu", name="d1"), L.Dense(4)]
+    if sequential:
+        return keras.Sequential([keras.Input((10, 8, 2)), *layers])
+    inputs = keras.Input((10, 8, 2), name="image")
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+def _hide_border(model: keras.Model, rows: slice, cols: slice) -> np.ndarray:
+    dense = model.get_layer("d1")
+    kernel, bias = dense.get_weights()
+    read = np.zeros((10, 8, 2), bool)
+    read[rows, cols, :] = True
+    read[rows.start + 1, cols.start + 1, :] = False  # an unread pixel inside the box stays
+    kernel[~read.reshape(-1)] = 0.0
+    dense.set_weights([kernel, bias + 0.1])
+    return read
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_crop_keeps_the_outputs(sequential: bool) -> None:
+    keras.utils.set_random_seed(0)
+    model = _fcn(sequential)
+    read = _hide_border(model, slice(2, 7), slice(1, 5))
+    cropped, report = crop_inputs(model)
+    assert report.box == ((2, 3), (1, 3))
+    assert report.features_before == 160 and report.features_after == 5 * 4 * 2
+    assert report.features_read == int(read.sum()) == 40 - 2
+    kinds = [type(la).__name__ for la in cropped.layers]
+    assert kinds[:3] == ["InputLayer", "Cropping2D", "Flatten"]
+    assert cropped.inputs[0].shape[1:] == (10, 8, 2)
+    x = np.random.default_rng(1).normal(size=(5, 10, 8, 2)).astype("float32")
+    want = keras.ops.convert_to_numpy(model(x))
+    got = keras.ops.convert_to_numpy(cropped(x))
+    assert np.max(np.abs(got - want)) <= 1e-6 * np.max(np.abs(want))
+    assert "cropped" in str(report)
+
+
+def test_nothing_to_crop() -> None:
+    model = _fcn(False)
+    same, report = crop_inputs(model)
+    assert report.box is None and same is model and "nothing to crop" in str(report)
+    conv = keras.Sequential([keras.Input((6, 6, 1)), L.Conv2D(2, 3), L.Flatten(), L.Dense(2)])
+    assert crop_inputs(conv)[1].box is None  # only the Flatten -> Dense pattern is cropped
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="ONNX/LiteRT need TF")
+def test_crop_exports_as_a_slice(tmp_path) -> None:
+    import onnx
+
+    from keras_ssm.export import export_model
+
+    keras.utils.set_random_seed(0)
+    model = _fcn(False)
+    _hide_border(model, slice(2, 7), slice(1, 5))
+    manifest = export_model(model, tmp_path / "out", "onnx,litert,compact", shrink=True)
+    assert tuple(map(tuple, manifest["crop"]["box"])) == ((2, 3), (1, 3))
+    assert manifest["shrink_max_rel_error"] <= 1e-6
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node}
+    assert "Slice" in ops and "Gather" not in ops
