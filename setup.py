@@ -32,6 +32,7 @@ setup(
         ],
         "jax": ["jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11"],
         "tfmot": ["tf-keras>=2.21,<2.22", "tensorflow-model-optimization>=0.8.1,<0.9"],
+        "hub": ["keras-hub>=0.32,<0.33"],
         "plots": ["matplotlib>=3.8"],
         "test": ["pytest>=9.2,<10"],
     },

@@ -36,7 +36,9 @@ def _import_keras_quietly() -> None:
 
 _import_keras_quietly()
 
-from keras_ssm import initializers, layers, masks  # noqa: E402
+# layers_more registers the other maskable layer types (DepthwiseConv, SeparableConv,
+# ConvTranspose, Embedding, ...) in keras_ssm.layers.MASKED_LAYERS and with Keras.
+from keras_ssm import initializers, layers, layers_more, masks  # noqa: E402
 from keras_ssm.layers import MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDense  # noqa: E402
 from keras_ssm.stats import MaskStatsCallback, mask_stats, summary  # noqa: E402
 from keras_ssm.wrap import UnsupportedLayerError, fold, supermask  # noqa: E402
@@ -53,6 +55,7 @@ __all__ = [
     "fold",
     "initializers",
     "layers",
+    "layers_more",
     "mask_stats",
     "masks",
     "summary",

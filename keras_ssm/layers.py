@@ -25,21 +25,35 @@ layer type that keeps its kernel the way Dense and Conv do, which makes it maska
 ((2, 4), ['scores'])
 >>> keras.layers.EinsumDense in keras_ssm.layers.MASKED_LAYERS
 True
+
+The stock layers that keep their weights elsewhere (DepthwiseConv, SeparableConv with its two
+kernels, ConvTranspose, Embedding, keras_hub's ReversibleEmbedding and PositionEmbedding) are
+masked by :mod:`keras_ssm.layers_more`, registered in the same table.  Every masked layer
+(:func:`is_masked`) says which weights it masks and how it folds:
+
+>>> layer = keras_ssm.layers.MaskedDense(2, use_bias=False)
+>>> _ = layer(keras.ops.ones((1, 3)))
+>>> [part.weight for part in layer.masked_parts()], [w.shape for w in layer.folded_weights()]
+(['kernel'], [(3, 2)])
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_ssm import initializers as ssm_initializers
 from keras_ssm import masks
 
 __all__ = [
+    "MaskedLayerBase",
     "MaskedLayerMixin",
+    "MaskedPart",
     "MaskedDense",
     "MaskedConv1D",
     "MaskedConv2D",
@@ -47,12 +61,176 @@ __all__ = [
     "MASKED_LAYERS",
     "register_maskable",
     "is_masked",
+    "add_lazy_registration",
 ]
 
 _OWN_ARGS = ("mask", "weight_initializer", "score_initializer", "threshold", "train_bias")
+# Stock-config keys of features a masked layer does not have (LoRA, quantization).
+_UNSUPPORTED_KEYS = ("lora_rank", "lora_alpha", "quantization_config")
 
 
-class MaskedLayerMixin:
+def _resolve_mask(mask: str | dict[str, Any] | masks.Mask, threshold: float | None) -> masks.Mask:
+    """The mask a masked layer gets from its ``mask`` and ``threshold`` arguments."""
+    if threshold is not None and masks.get(mask).name != "signed":
+        raise ValueError(
+            f"`threshold` applies only to the 'signed' mask; got threshold={threshold!r} with "
+            f"mask={mask!r}. Pass the mask's own arguments through keras_ssm.masks.get()."
+        )
+    return masks.get(mask, **({} if threshold is None else {"threshold": threshold}))
+
+
+def _reject_lora(layer: Any, lora_rank: int | None) -> None:
+    if lora_rank:
+        raise ValueError(
+            f"{type(layer).__name__} does not support LoRA; got lora_rank={lora_rank}."
+        )
+
+
+class MaskedPart(NamedTuple):
+    """One masked weight of a masked layer: the stock attribute ``weight`` the stock ``call``
+    reads (``"kernel"``, ``"depthwise_kernel"``, ...), its frozen ``w0``, its ``scores`` and
+    its mask's per-weight state (e.g. the signed mask's ``tau``)."""
+
+    weight: str
+    w0: keras.Variable
+    scores: keras.Variable
+    mask_state: dict[str, Any]
+
+
+def _state_variables(part: MaskedPart) -> list[keras.Variable]:
+    """The variables of a part's mask state, then its seed generators' states."""
+    state = [v for v in part.mask_state.values() if isinstance(v, keras.Variable)]
+    seeds = [g.state for g in part.mask_state.values() if isinstance(g, keras.random.SeedGenerator)]
+    return [*state, *seeds]
+
+
+class MaskedLayerBase:
+    """What every masked layer offers, whatever stock layer it masks (see :func:`is_masked`).
+
+    A masked layer masks one weight (Dense, Conv, Embedding, ...) or several (SeparableConv's
+    depthwise and pointwise kernels), each with its own scores and mask state;
+    :meth:`masked_parts` lists them in the stock layer's weight order.  Subclasses define
+    ``masked_parts``, ``stock_config`` and ``_stock_weight_keys`` (the stock-config keys that
+    describe the masked weights: their initializers, regularizers and constraints).
+    """
+
+    stock_class: type[keras.layers.Layer]
+    mask: masks.Mask
+
+    def masked_parts(self) -> list[MaskedPart]:
+        """The masked weights of the built layer, in the stock layer's weight order."""
+        raise NotImplementedError
+
+    def stock_config(self) -> dict[str, Any]:
+        """The config of the equivalent stock layer (what :func:`keras_ssm.fold` builds)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _stock_weight_keys(cls) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _part(self, weight: str | None) -> MaskedPart:
+        parts = self.masked_parts()
+        if weight is None:
+            if len(parts) == 1:
+                return parts[0]
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) masks {len(parts)} weights "
+                f"({', '.join(p.weight for p in parts)}); pass weight= one of them, or use "
+                "masked_parts()."
+            )
+        for part in parts:
+            if part.weight == weight:
+                return part
+        raise ValueError(
+            f"Layer {self.name!r} ({type(self).__name__}) masks no weight {weight!r}; its masked "
+            f"weights are: {', '.join(p.weight for p in parts)}."
+        )
+
+    def compute_mask_values(self, training: bool | None = None, weight: str | None = None) -> Any:
+        """The mask ``M`` (same shape as the weight) for the current scores.
+
+        ``weight`` names the masked weight (see :meth:`masked_parts`); it may be left out for a
+        layer that masks one weight.
+        """
+        part = self._part(weight)
+        return self.mask(masks.read(part.scores), part.mask_state, training=training)
+
+    def _stock_weights(self) -> list[keras.Variable]:
+        """The variables the stock ``build`` created (``w0`` in place of each masked weight,
+        and the bias), in the stock layer's ``get_weights()`` order."""
+        own = set()
+        for part in self.masked_parts():
+            own.update(id(v) for v in (part.scores, *_state_variables(part)))
+        return [w for w in self.weights if id(w) not in own]
+
+    def folded_weights(self) -> list[np.ndarray]:
+        """The stock layer's ``get_weights()`` with each masked weight replaced by ``w0 * M``.
+
+        ``M`` is the inference-mode mask (a binary mask is ``sigmoid(s) > 0.5``); each product is
+        the exact float32 ``w0 * M``.  ``stock_class.from_config(stock_config())`` given these
+        weights computes what this layer computes: it is what :func:`keras_ssm.fold` builds.
+        """
+        parts = {id(part.w0): part for part in self.masked_parts()}
+        weights = []
+        for variable in self._stock_weights():
+            value = np.asarray(ops.convert_to_numpy(variable))
+            part = parts.get(id(variable))
+            if part is not None:
+                mask_values = self.compute_mask_values(training=False, weight=part.weight)
+                mask_np = np.asarray(ops.convert_to_numpy(mask_values), dtype=np.float32)
+                value = value.astype(np.float32) * mask_np
+            weights.append(value)
+        return weights
+
+    def set_stock_weights(self, weights: list[Any]) -> None:
+        """Set ``w0`` (and the bias) from a stock layer's ``get_weights()``; the scores stay."""
+        variables = self._stock_weights()
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"Layer {self.name!r} expects {len(variables)} stock weights "
+                f"({', '.join(v.name for v in variables)}); received {len(weights)}."
+            )
+        for variable, value in zip(variables, weights, strict=True):
+            if tuple(np.shape(value)) != tuple(variable.shape):
+                raise ValueError(
+                    f"Layer {self.name!r}: stock weight {variable.name!r} has shape "
+                    f"{tuple(variable.shape)}; received shape {tuple(np.shape(value))}."
+                )
+            variable.assign(value)
+
+    def _own_variables(self) -> list[keras.Variable]:
+        """What a ``.keras`` file holds, in order: the stock weights, then each part's scores
+        and mask state (nothing before the layer is built)."""
+        if not self.built:
+            return []
+        parts = [(part.scores, *_state_variables(part)) for part in self.masked_parts()]
+        return [*self._stock_weights(), *(v for part in parts for v in part)]
+
+    def save_own_variables(self, store: Any) -> None:
+        for i, variable in enumerate(self._own_variables()):
+            store[str(i)] = variable
+
+    def load_own_variables(self, store: Any) -> None:
+        variables = self._own_variables()
+        if len(store.keys()) != len(variables):
+            raise ValueError(
+                f"Layer {self.name!r} expected {len(variables)} saved variables "
+                f"(w0, scores, bias, mask state) but the file holds {len(store.keys())}."
+            )
+        for i, variable in enumerate(variables):
+            variable.assign(store[str(i)])
+
+    @classmethod
+    def from_stock_config(cls, config: dict[str, Any], **masked_args: Any) -> Any:
+        """The masked twin of the stock layer with ``config``: the config's description of the
+        masked weights (their initializers, regularizers, constraints) and LoRA/quantization
+        keys are dropped, ``masked_args`` (``mask``, ``weight_initializer``, ...) are added."""
+        drop = {*cls._stock_weight_keys(), *_UNSUPPORTED_KEYS}
+        return cls(**{k: v for k, v in config.items() if k not in drop}, **masked_args)
+
+
+class MaskedLayerMixin(MaskedLayerBase):
     """Turns a stock Keras layer that keeps its kernel in ``_kernel`` into a masked layer.
 
     The contract with the stock layer (see :func:`register_maskable`): ``build`` creates the
@@ -75,17 +253,8 @@ class MaskedLayerMixin:
         lora_rank: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if lora_rank:
-            raise ValueError(
-                f"{type(self).__name__} does not support LoRA; got lora_rank={lora_rank}."
-            )
-        overrides = {} if threshold is None else {"threshold": threshold}
-        if threshold is not None and masks.get(mask).name != "signed":
-            raise ValueError(
-                f"`threshold` applies only to the 'signed' mask; got threshold={threshold!r} with "
-                f"mask={mask!r}. Pass the mask's own arguments through keras_ssm.masks.get()."
-            )
-        self.mask = masks.get(mask, **overrides)
+        _reject_lora(self, lora_rank)
+        self.mask = _resolve_mask(mask, threshold)
         if kernel_initializer is not None and weight_initializer != "elus":
             raise ValueError(
                 "Pass either `weight_initializer` or its alias `kernel_initializer`, not both."
@@ -129,9 +298,13 @@ class MaskedLayerMixin:
         """The frozen initial weights."""
         return self._kernel
 
-    def compute_mask_values(self, training: bool | None = None) -> Any:
-        """The mask ``M`` (same shape as the kernel) for the current scores."""
-        return self.mask(masks.read(self.scores), self.mask_state, training=training)
+    def masked_parts(self) -> list[MaskedPart]:
+        """The one masked weight: ``kernel``."""
+        return [MaskedPart("kernel", self._kernel, self.scores, self.mask_state)]
+
+    @classmethod
+    def _stock_weight_keys(cls) -> tuple[str, ...]:
+        return _KERNEL_ARGS
 
     @property
     def kernel(self) -> Any:
@@ -161,26 +334,13 @@ class MaskedLayerMixin:
         return outputs
 
     def _own_variables(self) -> list[keras.Variable]:
+        # The order .keras files written so far hold: w0, scores, bias, mask state.
         state = [v for v in self.mask_state.values() if isinstance(v, keras.Variable)]
         seeds = [
             g.state for g in self.mask_state.values() if isinstance(g, keras.random.SeedGenerator)
         ]
         bias = [] if self.bias is None else [self.bias]
         return [self._kernel, self.scores, *bias, *state, *seeds]
-
-    def save_own_variables(self, store: Any) -> None:
-        for i, variable in enumerate(self._own_variables()):
-            store[str(i)] = variable
-
-    def load_own_variables(self, store: Any) -> None:
-        variables = self._own_variables()
-        if len(store.keys()) != len(variables):
-            raise ValueError(
-                f"Layer {self.name!r} expected {len(variables)} saved variables "
-                f"(w0, scores, bias, mask state) but the file holds {len(store.keys())}."
-            )
-        for i, variable in enumerate(variables):
-            variable.assign(store[str(i)])
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -206,8 +366,11 @@ class MaskedLayerMixin:
         return config
 
 
-def _signature(stock: type[keras.layers.Layer]) -> inspect.Signature:
-    """The stock layer's signature with this module's arguments added (for help() and tests)."""
+def _signature(stock: type[keras.layers.Layer], aliases: tuple[str, ...] = ()) -> inspect.Signature:
+    """The stock layer's signature with this module's arguments added (for help() and tests).
+
+    ``aliases`` (e.g. ``depthwise_initializer``) default to ``None`` here, as ``kernel_initializer``
+    does: they stand for ``weight_initializer``."""
     own = inspect.signature(MaskedLayerMixin.__init__).parameters
     params = []
     for param in inspect.signature(stock.__init__).parameters.values():
@@ -215,15 +378,62 @@ def _signature(stock: type[keras.layers.Layer]) -> inspect.Signature:
             continue
         if param.name in own:  # e.g. kernel_initializer, whose default is None here
             param = param.replace(default=own[param.name].default)
+        elif param.name in aliases:
+            param = param.replace(default=None)
         params.append(param)
     params += [own[name].replace(kind=inspect.Parameter.KEYWORD_ONLY) for name in _OWN_ARGS]
     params.append(own["kwargs"])
     return inspect.Signature(params)
 
 
+class _MaskedLayerTable(dict):
+    """``MASKED_LAYERS``: a dict that first runs the pending lazy registrations (see
+    :func:`add_lazy_registration`) whenever it is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: list[Callable[[], bool]] = []
+        self._running = False
+
+    def _resolve(self) -> None:
+        if self._running or not self._pending:
+            return
+        self._running = True
+        try:
+            self._pending = [hook for hook in self._pending if not hook()]
+        finally:
+            self._running = False
+
+
+def _resolving(read: Callable[..., Any]) -> Callable[..., Any]:
+    def method(self: _MaskedLayerTable, *args: Any) -> Any:
+        self._resolve()
+        return read(self, *args)
+
+    method.__name__ = read.__name__
+    return method
+
+
+_READS = ("__contains__", "__getitem__", "__iter__", "__len__", "get", "keys", "values", "items")
+for _read in _READS:
+    setattr(_MaskedLayerTable, _read, _resolving(getattr(dict, _read)))
+del _read
+
+
 # Stock layer type -> its masked class: the table keras_ssm.supermask converts layers with.
 # Extend it with register_maskable (which checks the stock type), not by assigning to it.
-MASKED_LAYERS: dict[type[keras.layers.Layer], type[keras.layers.Layer]] = {}
+MASKED_LAYERS: dict[type[keras.layers.Layer], type[keras.layers.Layer]] = _MaskedLayerTable()
+
+
+def add_lazy_registration(hook: Callable[[], bool]) -> None:
+    """Run ``hook`` whenever :data:`MASKED_LAYERS` is read, until it returns ``True``.
+
+    For masked layers of an optional package that is costly to import (keras_hub): the hook
+    registers them once the package has been imported by someone else, so looking a layer of
+    that package up in the table finds its masked class.
+    """
+    MASKED_LAYERS._pending.append(hook)
+
 
 _KERAS_PACKAGE = "keras_ssm"
 _KERNEL_ARGS = ("kernel_initializer", "kernel_regularizer", "kernel_constraint")
@@ -279,9 +489,11 @@ def register_maskable(
     ``stock`` must keep its kernel as Dense, EinsumDense and Conv1D/2D/3D do: ``build`` creates
     the kernel variable as ``self._kernel``, a ``kernel`` property returns it and ``call`` reads
     ``self.kernel``; ``__init__`` takes ``kernel_initializer``, ``kernel_regularizer`` and
-    ``kernel_constraint``.  What the class shows is checked here (``ValueError``: e.g.
-    Conv1DTranspose keeps its kernel in a plain attribute; Embedding, DepthwiseConv2D and LSTM
-    have no ``kernel``); the rest is checked when a layer is built and first called.
+    ``kernel_constraint``.  What the class shows is checked here (``ValueError``: e.g. LSTM
+    and GRU have no ``kernel``); the rest is checked when a layer is built and first called.
+    The stock layers that keep their weights elsewhere (ConvTranspose, DepthwiseConv,
+    SeparableConv, Embedding, ...) are masked by :mod:`keras_ssm.layers_more`: for them this
+    returns their masked class.
 
     Like a Keras custom object, a ``.keras`` file holding a ``Masked<Stock>`` layer loads in a
     process that has made ``stock`` maskable first: call this at import time of a module that
@@ -296,23 +508,20 @@ def register_maskable(
     >>> import keras
     >>> register_maskable(keras.layers.Dense) is MaskedDense
     True
-    >>> register_maskable(keras.layers.Conv1DTranspose)  # doctest: +ELLIPSIS
+    >>> register_maskable(keras.layers.LSTM)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: Conv1DTranspose cannot be masked: it has no `kernel` property ...
+    ValueError: LSTM cannot be masked: it has no `kernel` property ...
     """
     if not (isinstance(stock, type) and issubclass(stock, keras.layers.Layer)):
         raise ValueError(
             f"register_maskable expects a keras.layers.Layer subclass; received {stock!r}."
         )
-    if issubclass(stock, MaskedLayerMixin):
+    if issubclass(stock, MaskedLayerBase):
         raise ValueError(
             f"{stock.__name__} is already a masked layer (of {stock.stock_class.__name__}); "
             "pass the stock layer type."
         )
-    problems = _stock_problems(stock)
-    if problems:
-        raise ValueError(f"{stock.__name__} cannot be masked: {'; '.join(problems)}. {_CONTRACT}")
     if stock in MASKED_LAYERS:
         cls = MASKED_LAYERS[stock]
         if name is not None and name != cls.__name__:
@@ -320,6 +529,9 @@ def register_maskable(
                 f"{stock.__name__} is already maskable as {cls.__name__}; received name={name!r}."
             )
         return cls
+    problems = _stock_problems(stock)
+    if problems:
+        raise ValueError(f"{stock.__name__} cannot be masked: {'; '.join(problems)}. {_CONTRACT}")
     name = f"Masked{stock.__name__}" if name is None else name
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(
@@ -366,5 +578,5 @@ MaskedConv3D = register_maskable(keras.layers.Conv3D)
 
 
 def is_masked(layer: keras.layers.Layer) -> bool:
-    """Whether ``layer`` is one of this module's masked layers."""
-    return isinstance(layer, MaskedLayerMixin)
+    """Whether ``layer`` is a masked layer (of this module or of :mod:`keras_ssm.layers_more`)."""
+    return isinstance(layer, MaskedLayerBase)

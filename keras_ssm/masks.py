@@ -117,6 +117,37 @@ class Mask:
         return hash((type(self), tuple(sorted(self.get_config().items()))))
 
 
+class _ThresholdOfScores(keras.initializers.Initializer):
+    """Initial value of the signed mask's ``tau``: ``threshold * max|s|`` of the initial scores.
+
+    Keras calls an initializer when it gives a variable its value, and it gives the variables of
+    a layer their values in the order they were created, so the scores have theirs by then:
+    right away when a layer is built eagerly, and after the trace when Keras builds a layer
+    symbolically (a functional model's construction, a subclassed model's first ``fit``, JAX's
+    deferred initialization), where the scores have no value yet when ``build`` runs.  The
+    product is the Python float ``threshold * max|s|`` rounded once to the variable's dtype
+    (what a ``Constant`` initializer stores).
+    """
+
+    def __init__(self, threshold: float, scores: keras.Variable) -> None:
+        self.threshold = threshold
+        self.scores = scores
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        peak = ops.max(ops.abs(self.scores.value))
+        try:
+            value = self.threshold * float(ops.convert_to_numpy(peak))
+        except (NotImplementedError, TypeError, ValueError):
+            # A symbolic peak: Keras wants a placeholder for tau while it traces the layer (its
+            # shape and dtype are what count); tau gets its value after the trace.
+            return ops.cast(peak * self.threshold, dtype) * ops.ones(shape, dtype=dtype)
+        return keras.initializers.Constant(value)(shape, dtype=dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        # Keras never saves a variable's initializer: tau's value is saved with the layer.
+        return {"threshold": self.threshold}
+
+
 class SignedMask(Mask):
     """Keep (+1), hide (0) or invert (-1) each weight: the signed supermask.
 
@@ -137,11 +168,10 @@ class SignedMask(Mask):
         self.threshold = _as_fraction("threshold", threshold)
 
     def build(self, layer: keras.layers.Layer, scores: keras.Variable) -> dict[str, Any]:
-        tau = self.threshold * float(ops.convert_to_numpy(ops.max(ops.abs(scores.value))))
         var = layer.add_weight(
             name="tau",
             shape=(),
-            initializer=keras.initializers.Constant(tau),
+            initializer=_ThresholdOfScores(self.threshold, scores),
             trainable=False,
             autocast=False,  # compared with the float32 scores, never a bfloat16 copy
         )

@@ -75,7 +75,7 @@ MODELS = (
 )
 """Names :func:`get` accepts; ``resnet20x2``/``resnet20x3`` are ``resnet20(width=2|3)``."""
 
-BATCHNORM = ("train", "frozen")
+BATCHNORM = ("train", "stats", "frozen")
 """``batchnorm`` choices of the ResNets (see :func:`resnet20`)."""
 
 MNIST_SHAPE: Shape = (28, 28, 1)
@@ -258,21 +258,26 @@ conv8 = _conv_factory("conv8", (64, 128, 256, 512), 5_275_840)
 
 # ----------------------------------------------------------------------------- ResNets
 class _Norm:
-    """BatchNorm layers: trained with batch statistics, or frozen as in the reference."""
+    """The ResNets' BatchNorm layers for one ``batchnorm`` choice (see :data:`BATCHNORM`)."""
 
-    def __init__(self, batchnorm: str) -> None:
+    def __init__(self, batchnorm: str, trainable_stem: bool = False) -> None:
         if batchnorm not in BATCHNORM:
             raise ValueError(
                 f"Unknown batchnorm={batchnorm!r}; allowed: {', '.join(map(repr, BATCHNORM))}."
             )
-        self.frozen = batchnorm == "frozen"
+        self.batchnorm = batchnorm
+        self.trainable_stem = trainable_stem
 
-    def __call__(self, name: str, frozen: bool | None = None) -> keras.layers.Layer:
-        frozen = self.frozen if frozen is None else frozen
-        if frozen:  # inference mode with the initial statistics: x / sqrt(1 + epsilon)
+    def __call__(self, name: str, stem: bool = False) -> keras.layers.Layer:
+        batchnorm = self.batchnorm
+        if stem and self.trainable_stem and batchnorm == "frozen":
+            batchnorm = "train"  # the reference's frozen ResNet20 trains its stem BatchNorm
+        if batchnorm == "frozen":  # inference mode with the initial statistics: x / sqrt(1 + eps)
             return keras.layers.BatchNormalization(
                 center=False, scale=False, trainable=False, name=name
             )
+        if batchnorm == "stats":  # batch statistics, moving statistics, no gamma/beta
+            return keras.layers.BatchNormalization(center=False, scale=False, name=name)
         return keras.layers.BatchNormalization(name=name)
 
 
@@ -322,11 +327,10 @@ def _resnet(
     if not isinstance(width, int) or isinstance(width, bool) or width < 1:
         raise ValueError(f"`width` must be a positive int; received width={width!r}.")
     make = _Layers(mask, threshold, weight_initializer, score_initializer)
-    norm = _Norm(batchnorm)
+    norm = _Norm(batchnorm, trainable_stem=trainable_stem_bn)
     inputs = keras.Input(input_shape, name="image")
     x = make.conv(16 * width, 3, name="stem_conv")(inputs)
-    stem_frozen = False if trainable_stem_bn else None
-    x = _elu("stem_elu")(norm("stem_bn", frozen=stem_frozen)(x))
+    x = _elu("stem_elu")(norm("stem_bn", stem=True)(x))
     x = keras.layers.MaxPooling2D(3, strides=1, padding="same", name="stem_pool")(x)
     for stage, (filters, strides) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
         filters *= width
@@ -350,9 +354,13 @@ _RESNET_DOC = """
         mask, num_classes, input_shape, threshold, weight_initializer, score_initializer:
             as for :func:`fcn`.
         batchnorm: ``"train"`` (default): every BatchNorm learns gamma/beta and uses batch
-            statistics in training, also in a masked model.  ``"frozen"``: the reference's
+            statistics in training (and updates its moving statistics), also in a masked model.
+            ``"stats"``: BatchNorm layers without gamma/beta that use batch statistics in
+            training and update their moving statistics (edge-popup's non-affine BatchNorm):
+            a masked model then trains its scores only.  ``"frozen"``: the reference's
             variant: BatchNorm layers without gamma/beta, ``trainable=False`` (so always in
             inference mode with the initial statistics, i.e. ``x / sqrt(1 + 1e-3)``){stem}.
+            (``keras_ssm.supermask``'s ``batchnorm`` takes the same names.)
 """
 
 

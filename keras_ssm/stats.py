@@ -34,9 +34,13 @@ __all__ = [
 _ROW_KEYS = ("total", "kept", "inverted", "hidden", "remaining")
 
 
-def mask_array(layer: keras.layers.Layer) -> np.ndarray:
-    """A masked layer's mask as numpy, in inference mode (what ``fold`` multiplies in)."""
-    return np.asarray(keras.ops.convert_to_numpy(layer.compute_mask_values(training=False)))
+def mask_array(layer: keras.layers.Layer, weight: str | None = None) -> np.ndarray:
+    """A masked layer's mask as numpy, in inference mode (what ``fold`` multiplies in).
+
+    ``weight`` names one of the masked weights of a layer that masks several (a SeparableConv's
+    ``depthwise_kernel`` and ``pointwise_kernel``; see ``layer.masked_parts()``)."""
+    values = layer.compute_mask_values(training=False, weight=weight)
+    return np.asarray(keras.ops.convert_to_numpy(values))
 
 
 def _counts(total: int, kept: int, inverted: int) -> dict[str, Any]:
@@ -78,7 +82,9 @@ def mask_stats(model: keras.Model) -> dict[str, Any]:
     """
     rows = []
     for layer in masked_layers(model):
-        counts = sign_counts(mask_array(layer))
+        # every mask of the layer (a SeparableConv has two), counted together
+        parts = [mask_array(layer, part.weight).ravel() for part in layer.masked_parts()]
+        counts = sign_counts(np.concatenate(parts))
         rows.append(
             {"name": layer.name, "class": type(layer).__name__, **{k: counts[k] for k in _ROW_KEYS}}
         )
@@ -125,7 +131,8 @@ def summary(model: keras.Model, print_fn: Callable[[str], Any] | None = None) ->
     for layer in iter_layers(model):
         if layer.name in stats:
             row = stats[layer.name]
-            bias = 0 if layer.bias is None else int(np.prod(layer.bias.shape))
+            bias_variable = getattr(layer, "bias", None)  # Embedding has none
+            bias = 0 if bias_variable is None else int(np.prod(bias_variable.shape))
             # the ternary mask at its entropy, one fp32 scale, and the bias (fp32)
             bits = ternary_entropy_bits(row["kept"], row["inverted"], row["hidden"]) + 32 * (
                 1 + bias

@@ -658,13 +658,13 @@ CASES = [
     ),
     # --- supermask / fold: unsupported layers and models -------------------------------------
     api_case(
-        "supermask-embedding",
+        "supermask-gru",
         lambda ctx: keras_ssm.supermask(
-            _tiny(keras.layers.Embedding(10, 4), keras.layers.Dense(2), shape=(3,))
+            _tiny(keras.layers.GRU(4), keras.layers.Dense(2), shape=(5, 3))
         ),
         keras_ssm.UnsupportedLayerError,
-        r"cannot mask these layers: embedding.*\(Embedding\). Maskable layer types: "
-        r"Dense, Conv1D, Conv2D, Conv3D",
+        r"cannot mask these layers: gru.*\(GRU\). Maskable layer types: "
+        r"Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, .*Embedding",
     ),
     api_case(
         "supermask-lstm",

@@ -7,8 +7,8 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import numpy
 
+from conftest import numpy
 from keras_ssm import initializers
 
 pytestmark = pytest.mark.core

@@ -8,9 +8,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import layer_grads, numpy
 
 import keras_ssm
+from conftest import layer_grads, numpy
 from keras_ssm.layers import MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDense
 
 pytestmark = pytest.mark.core

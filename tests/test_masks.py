@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import grad, numpy
 
+from conftest import grad, numpy
 from keras_ssm import masks
 
 pytestmark = pytest.mark.core

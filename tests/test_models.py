@@ -7,8 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import numpy
 
+from conftest import numpy
 from keras_ssm import initializers, masks, models
 from keras_ssm.layers import is_masked
 
@@ -154,7 +154,17 @@ def test_trained_batchnorm_learns_in_masked_models() -> None:
     assert names.count("gamma") == len(batchnorms(model)) == names.count("beta")
 
 
-@pytest.mark.parametrize("batchnorm", ["train", "frozen"])
+def test_stats_batchnorm_uses_batch_statistics_without_gamma_beta() -> None:
+    model = models.resnet20(mask="signed", batchnorm="stats", input_shape=SMALL)
+    bns = batchnorms(model)
+    # edge-popup's non-affine BatchNorm, the stem's too: only the scores train
+    assert bns and all(layer.trainable and not layer.center and not layer.scale for layer in bns)
+    assert {v.name for v in model.trainable_variables} == {"scores"}
+    dense = models.resnet56(mask=None, batchnorm="stats", input_shape=SMALL)
+    assert {v.name for v in dense.trainable_variables} == {"kernel"}  # no gamma/beta
+
+
+@pytest.mark.parametrize("batchnorm", ["train", "stats", "frozen"])
 def test_batchnorm_statistics_update_only_when_trained(batchnorm: str) -> None:
     model = models.resnet20(mask="signed", batchnorm=batchnorm, input_shape=SMALL, num_classes=3)
     model.compile("sgd", "sparse_categorical_crossentropy")
@@ -167,7 +177,7 @@ def test_batchnorm_statistics_update_only_when_trained(batchnorm: str) -> None:
         for layer, old in zip(bns, before, strict=True)
         if not np.allclose(numpy(layer.moving_mean), old)
     }
-    expected = {layer.name for layer in bns} if batchnorm == "train" else {"stem_bn"}
+    expected = {layer.name for layer in bns} if batchnorm != "frozen" else {"stem_bn"}
     assert changed == expected
 
 

@@ -7,8 +7,8 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
-from conftest import numpy
 
+from conftest import numpy
 from keras_ssm import models, recipes
 from keras_ssm.layers import MaskedDense
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import numpy
 
 import keras_ssm
+from conftest import numpy
 from keras_ssm.layers import is_masked
 
 pytestmark = pytest.mark.core
@@ -73,14 +73,30 @@ def test_supermask_functional_residual_with_batchnorm() -> None:
     masked = keras_ssm.supermask(model, mask="topk")
     assert sum(is_masked(layer) for layer in masked.layers) == 4
     bns = [layer for layer in masked.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert bns and all(not bn.trainable for bn in bns)
+    # default batchnorm="stats": batch statistics in training, gamma/beta fixed
+    assert bns and all(type(bn) is keras_ssm.wrap.FixedAffineBatchNormalization for bn in bns)
+    assert all(bn.trainable and not bn.trainable_weights for bn in bns)
     for old, new in zip(model.layers, masked.layers, strict=True):  # BN keeps its weights
         if isinstance(old, keras.layers.BatchNormalization):
             for a, b in zip(old.weights, new.weights, strict=True):
                 np.testing.assert_array_equal(numpy(a), numpy(b))
-    trainable_bn = keras_ssm.supermask(model, train_batchnorm=True)
-    names = {v.path.split("/")[0] for v in trainable_bn.trainable_variables}
-    assert any("batch_normalization" in n for n in names)
+    for frozen in (
+        keras_ssm.supermask(model, batchnorm="frozen"),
+        keras_ssm.supermask(model, train_batchnorm=False),  # the older argument
+    ):
+        bns = [lay for lay in frozen.layers if isinstance(lay, keras.layers.BatchNormalization)]
+        assert bns and all(type(bn) is keras.layers.BatchNormalization for bn in bns)
+        assert all(not bn.trainable for bn in bns)
+    for trained in (
+        keras_ssm.supermask(model, train_batchnorm=True),
+        keras_ssm.supermask(model, batchnorm="train"),
+    ):
+        names = {v.path.split("/")[0] for v in trained.trainable_variables}
+        assert any("batch_normalization" in n for n in names)
+    with pytest.raises(ValueError, match="either batchnorm= or the older train_batchnorm="):
+        keras_ssm.supermask(model, batchnorm="stats", train_batchnorm=True)
+    with pytest.raises(ValueError, match="allowed: 'stats', 'train', 'frozen'"):
+        keras_ssm.supermask(model, batchnorm="moving")
 
 
 def test_reinitialize_false_keeps_the_models_kernels_as_w0() -> None:
@@ -108,18 +124,23 @@ def test_layer_filter_by_name_and_by_function() -> None:
 def test_unsupported_layers_are_named() -> None:
     model = keras.Sequential(
         [
-            keras.Input((5,), dtype="int32"),
-            keras.layers.Embedding(20, 4, name="emb"),
-            keras.layers.Flatten(),
+            keras.Input((5, 3)),
+            keras.layers.LSTM(4, return_sequences=True, name="rnn_a"),
+            keras.layers.LSTM(4, return_sequences=True, name="rnn_b"),
+            keras.layers.GRU(4, name="gru"),
             keras.layers.Dense(2),
         ]
     )
     with pytest.raises(
-        keras_ssm.UnsupportedLayerError, match=r"emb \(Embedding\).*Dense, Conv1D, Conv2D, Conv3D"
+        keras_ssm.UnsupportedLayerError,
+        match=r"rnn_a, rnn_b \(LSTM\); gru \(GRU\)\. Maskable layer types: Dense, Conv1D, Conv2D",
     ):
         keras_ssm.supermask(model)
-    lenient = keras_ssm.supermask(model, strict=False)
-    assert not lenient.layers[0].trainable and is_masked(lenient.layers[-1])
+    with pytest.warns(UserWarning, match=r"stay dense and frozen: rnn_a, rnn_b \(LSTM\)") as seen:
+        lenient = keras_ssm.supermask(model, strict=False)
+    assert len([w for w in seen if "supermask" in str(w.message)]) == 1
+    assert not any(layer.trainable for layer in lenient.layers[:3])
+    assert is_masked(lenient.layers[-1])
 
 
 def test_subclassed_models_are_rejected_by_name() -> None:
@@ -178,11 +199,15 @@ def test_folded_model_loads_without_keras_ssm(tmp_path: Path) -> None:
     assert out.stdout.strip().endswith("OK"), out.stderr[-2000:]
 
 
-def test_fit_through_supermask_moves_only_scores() -> None:
-    masked = keras_ssm.supermask(residual())
+@pytest.mark.parametrize("batchnorm", ["stats", "frozen"])
+def test_fit_through_supermask_moves_only_scores(batchnorm: str) -> None:
+    masked = keras_ssm.supermask(residual(), batchnorm=batchnorm)
     masked.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
     before = {v.path: numpy(v).copy() for v in masked.variables}
     x = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype("float32")
     masked.fit(x, np.arange(16) % 5, epochs=1, batch_size=8, verbose=0)
     moved = {v.path for v in masked.variables if not np.array_equal(before[v.path], numpy(v))}
-    assert moved and all(p.endswith("scores") or "seed" in p for p in moved), moved
+    statistics = {p for p in moved if p.endswith(("moving_mean", "moving_variance"))}
+    assert moved and all(p.endswith("scores") or "seed" in p for p in moved - statistics), moved
+    # "stats" (the default) updates every BatchNorm's moving statistics; "frozen" none
+    assert len(statistics) == (4 if batchnorm == "stats" else 0), statistics
