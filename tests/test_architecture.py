@@ -124,7 +124,12 @@ def test_layers_depend_one_way() -> None:
     core = {"keras_ssm.masks", "keras_ssm.initializers", "keras_ssm.layers"}
     for name in core:
         assert edges[name] <= core | {"keras_ssm.atomic"}, (name, edges[name])
-    assert edges["keras_ssm.wrap"] <= core, edges["keras_ssm.wrap"]
+    assert edges["keras_ssm.layers_more"] <= core, edges["keras_ssm.layers_more"]
+    layers = core | {"keras_ssm.layers_more"}
+    # wrap's rooms, in their order: layer_tree -> norms -> wrapper -> wrap
+    rooms = ["keras_ssm.layer_tree", "keras_ssm.norms", "keras_ssm.wrapper", "keras_ssm.wrap"]
+    for i, name in enumerate(rooms):
+        assert edges[name] <= layers | set(rooms[:i]), (name, edges[name])
 
 
 def test_benchmarks_use_public_names_only() -> None:
