@@ -15,15 +15,19 @@ and adds ``mask``, ``weight_initializer``, ``score_initializer``, ``threshold`` 
 ``kernel_regularizer`` and ``kernel_constraint`` apply to the scores (the trainable stand-in for
 the kernel); ``kernel_initializer`` is an alias of ``weight_initializer``.
 
-Other layer types: :func:`register_maskable` defines (and registers) ``Masked<Layer>`` for any
-layer type that keeps its kernel the way Dense and Conv do, which makes it maskable by
-``keras_ssm.supermask`` too:
+``MaskedEinsumDense`` (the projections of ``MultiHeadAttention`` and of keras_hub's
+transformers) is made the same way.  Other layer types: :func:`register_maskable` defines (and
+registers) ``Masked<Layer>`` for any layer type that keeps its kernel the way Dense and Conv do,
+which makes it maskable by ``keras_ssm.supermask`` too:
 
->>> MaskedEinsumDense = keras_ssm.layers.register_maskable(keras.layers.EinsumDense)
->>> layer = MaskedEinsumDense("ab,bc->ac", output_shape=4, bias_axes="c")
+>>> class DoubledDense(keras.layers.Dense):
+...     def call(self, inputs):
+...         return super().call(inputs) * 2.0
+>>> MaskedDoubledDense = keras_ssm.layers.register_maskable(DoubledDense)
+>>> layer = MaskedDoubledDense(4, use_bias=False)
 >>> tuple(layer(keras.ops.ones((2, 3))).shape), [v.name for v in layer.trainable_variables]
 ((2, 4), ['scores'])
->>> keras.layers.EinsumDense in keras_ssm.layers.MASKED_LAYERS
+>>> DoubledDense in keras_ssm.layers.MASKED_LAYERS
 True
 
 The stock layers that keep their weights elsewhere (DepthwiseConv, SeparableConv with its two
@@ -58,6 +62,7 @@ __all__ = [
     "MaskedConv1D",
     "MaskedConv2D",
     "MaskedConv3D",
+    "MaskedEinsumDense",
     "MASKED_LAYERS",
     "register_maskable",
     "is_masked",
@@ -575,6 +580,7 @@ MaskedDense = register_maskable(keras.layers.Dense)
 MaskedConv1D = register_maskable(keras.layers.Conv1D)
 MaskedConv2D = register_maskable(keras.layers.Conv2D)
 MaskedConv3D = register_maskable(keras.layers.Conv3D)
+MaskedEinsumDense = register_maskable(keras.layers.EinsumDense)
 
 
 def is_masked(layer: keras.layers.Layer) -> bool:

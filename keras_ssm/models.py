@@ -40,6 +40,7 @@ import keras
 from keras_ssm import initializers as ssm_initializers
 from keras_ssm import masks
 from keras_ssm.layers import MaskedConv2D, MaskedDense, is_masked
+from keras_ssm.structure import UnitPenalty
 from keras_ssm.wrap import iter_layers
 
 __all__ = [
@@ -113,9 +114,14 @@ class _Layers:
         threshold: float | None,
         weight_initializer: Any,
         score_initializer: Any,
+        unit_penalty: float = 0.0,
     ) -> None:
         if mask is None and threshold is not None:
             raise ValueError("`threshold` needs a mask; got mask=None (the dense baseline).")
+        if mask is None and unit_penalty:
+            raise ValueError("`unit_penalty` needs a mask; got mask=None (the dense baseline).")
+        # the hidden layers' scores get the group penalty (the output layer's units are classes)
+        self.penalty = UnitPenalty(unit_penalty) if unit_penalty else None
         self.mask = mask
         self.masked_kwargs: dict[str, Any] = {"mask": mask, "score_initializer": score_initializer}
         if threshold is not None:
@@ -131,9 +137,18 @@ class _Layers:
             return {"kernel_initializer": init}
         return dict(self.masked_kwargs)
 
-    def dense(self, units: int, activation: str, name: str) -> keras.layers.Layer:
+    def _hidden_kwargs(self) -> dict[str, Any]:
+        kwargs = self._kwargs()
+        if self.penalty is not None:
+            kwargs["kernel_regularizer"] = self.penalty
+        return kwargs
+
+    def dense(
+        self, units: int, activation: str, name: str, hidden: bool = True
+    ) -> keras.layers.Layer:
         cls = keras.layers.Dense if self.mask is None else MaskedDense
-        return cls(units, activation=activation, use_bias=False, name=name, **self._kwargs())
+        kwargs = self._hidden_kwargs() if hidden else self._kwargs()
+        return cls(units, activation=activation, use_bias=False, name=name, **kwargs)
 
     def conv(
         self,
@@ -152,14 +167,14 @@ class _Layers:
             activation=activation,
             use_bias=False,
             name=name,
-            **self._kwargs(),
+            **self._hidden_kwargs(),
         )
 
 
 def _head(x: Any, make: _Layers, num_classes: int, hidden: Sequence[int]) -> Any:
     for i, units in enumerate(hidden, start=1):
         x = make.dense(units, "elu", name=f"dense{i}")(x)
-    return make.dense(num_classes, "softmax", name="output")(x)
+    return make.dense(num_classes, "softmax", name="output", hidden=False)(x)
 
 
 # ----------------------------------------------------------------------------- FCN and Conv
@@ -171,6 +186,7 @@ def fcn(
     threshold: float | None = None,
     weight_initializer: Any = None,
     score_initializer: Any = "glorot_uniform",
+    unit_penalty: float = 0.0,
 ) -> keras.Model:
     """The MNIST fully connected net 784-300-100-10 (266,200 weights).
 
@@ -183,11 +199,13 @@ def fcn(
         weight_initializer: frozen weights of a masked model (default ``"elus"``) or the kernels
             of the dense baseline (default ``"elu_uniform"``).
         score_initializer: the scores of a masked model.
+        unit_penalty: strength of the group penalty on the hidden layers' scores that empties
+            whole units (see :mod:`keras_ssm.structure`); 0 (default): none.
 
     >>> fcn(mask=None).count_params()
     266200
     """
-    make = _Layers(mask, threshold, weight_initializer, score_initializer)
+    make = _Layers(mask, threshold, weight_initializer, score_initializer, unit_penalty)
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Flatten(name="flatten")(inputs)
     outputs = _head(x, make, num_classes, (300, 100))
@@ -203,9 +221,10 @@ def _conv_net(
     threshold: float | None,
     weight_initializer: Any,
     score_initializer: Any,
+    unit_penalty: float = 0.0,
 ) -> keras.Model:
     """VGG-like: per stage two 3x3 convs and a 2x2 max-pool; then FC 256, 256, classes."""
-    make = _Layers(mask, threshold, weight_initializer, score_initializer)
+    make = _Layers(mask, threshold, weight_initializer, score_initializer, unit_penalty)
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     for s, filters in enumerate(stages, start=1):
@@ -226,6 +245,7 @@ def _conv_factory(name: str, stages: Sequence[int], count: int) -> Callable[...,
         threshold: float | None = None,
         weight_initializer: Any = None,
         score_initializer: Any = "glorot_uniform",
+        unit_penalty: float = 0.0,
     ) -> keras.Model:
         return _conv_net(
             name,
@@ -236,6 +256,7 @@ def _conv_factory(name: str, stages: Sequence[int], count: int) -> Callable[...,
             threshold,
             weight_initializer,
             score_initializer,
+            unit_penalty,
         )
 
     layout = ", pool, ".join(f"conv {f},{f}" for f in stages)

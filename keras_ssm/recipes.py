@@ -67,6 +67,8 @@ class Recipe:
         threshold: the signed mask's threshold fraction (``None`` for dense runs).
         batchnorm: the ResNets' ``batchnorm`` argument (``None`` for models without BN).
         augment: pad-4 random crop and horizontal flip (the paper's CIFAR-100 runs).
+        unit_penalty: strength of the group penalty that empties whole hidden units/filters of
+            masked FCN/Conv runs (:mod:`keras_ssm.structure`); 0.0: none (the paper's method).
         weight_scale: the ELUS constant's variance scale for masked runs (1.0: ``c =
             sqrt(3 / fan_in)``, the reference configs'; 2.0: ``sqrt(6 / fan_in)``).
     """
@@ -93,6 +95,7 @@ class Recipe:
     batchnorm: str | None = None
     augment: bool = False
     weight_scale: float = 1.0
+    unit_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -108,6 +111,12 @@ class Recipe:
                 raise ValueError(f"`{name}` must be positive; got {getattr(self, name)!r}.")
         if self.wd < 0:
             raise ValueError(f"`wd` must be >= 0; got {self.wd!r}.")
+        if not self.unit_penalty >= 0:
+            raise ValueError(f"`unit_penalty` must be >= 0; got {self.unit_penalty!r}.")
+        if self.unit_penalty and self.model.startswith("resnet"):
+            raise ValueError(
+                f"`unit_penalty` applies to the FCN and Conv models; got model {self.model!r}."
+            )
 
 
 # ----------------------------------------------------------------------------- the paper's table
@@ -207,6 +216,8 @@ def model_kwargs(recipe: Recipe, mask: Any = "signed", **extra: Any) -> dict[str
         kwargs["batchnorm"] = recipe.batchnorm
     if mask is not None and recipe.weight_scale != 1.0:
         kwargs["weight_initializer"] = initializers.ELUS(scale=recipe.weight_scale)
+    if mask is not None and recipe.unit_penalty:
+        kwargs["unit_penalty"] = recipe.unit_penalty
     return {**kwargs, **extra}
 
 

@@ -260,7 +260,7 @@ def supermask(
     if names is not None:
         _check_names(names, plan.names)
     if plan.unsupported:
-        allowed = ", ".join(cls.__name__ for cls in MASKED_LAYERS)
+        allowed = ", ".join(dict.fromkeys(cls.__name__ for cls in MASKED_LAYERS))
         listed = _describe(plan.unsupported)
         if strict:
             raise UnsupportedLayerError(

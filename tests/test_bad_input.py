@@ -664,7 +664,7 @@ CASES = [
         ),
         keras_ssm.UnsupportedLayerError,
         r"cannot mask these layers: gru.*\(GRU\). Maskable layer types: "
-        r"Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, .*Embedding",
+        r"Dense, Conv1D, Conv2D, Conv3D, EinsumDense, DepthwiseConv1D, .*Embedding",
     ),
     api_case(
         "supermask-lstm",

@@ -132,6 +132,7 @@ def _train(tmp_path: Path, *flags: str) -> tuple[dict, Path]:
         (["--augment"], lambda m: m["recipe"]["augment"] is True),
         (["--threshold", "0.3"], lambda m: m["recipe"]["threshold"] == 0.3),
         (["--weight-scale", "2"], lambda m: m["recipe"]["weight_scale"] == 2.0),
+        (["--unit-penalty", "0.01"], lambda m: m["recipe"]["unit_penalty"] == 0.01),
         (
             ["--recipe", "paper"],
             lambda m: (m["recipe"]["wd"], m["recipe"]["weight_scale"]) == (5e-4, 1.0),

@@ -52,6 +52,7 @@ SWEEPABLE = {
     "weight-scale": ("ws", "weight_scale", float),
     "threshold": ("th", "threshold", float),
     "lr": ("lr", "lr", float),
+    "unit-penalty": ("up", "unit_penalty", float),
     "epochs": ("ep", "epochs", int),
 }
 

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         threshold=args.threshold,
         batch_size=args.batch_size,
         weight_scale=args.weight_scale,
+        unit_penalty=args.unit_penalty,
         augment=True if args.augment else None,
         seed=args.seed,
         precision=args.precision,
@@ -102,6 +103,12 @@ def register(subparsers: Any) -> None:
         "--weight-scale",
         type=number(float, "weight scale", 0),
         help="ELUS variance scale of the frozen weights (1: sqrt(3/fan_in), 2: sqrt(6/fan_in))",
+    )
+    train.add_argument(
+        "--unit-penalty",
+        type=number(float, "unit penalty", 0, low_inclusive=True),
+        help="group penalty on the hidden layers' scores that empties whole units/filters, so "
+        "that export --shrink removes them (FCN/Conv; default 0: none)",
     )
     train.add_argument("--augment", action="store_true", help="pad-4 random crop + flip")
     add_data_dir(train)

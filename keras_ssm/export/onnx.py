@@ -92,7 +92,7 @@ def onnx_bytes(
 
 
 def _run_onnx(path: str, input_name: str, x: np.ndarray) -> list[np.ndarray]:
-    sess = ort_session(path, exact=True)
+    sess = ort_session(path)  # default options (DequantizeLinear files: exact)
     return [np.asarray(y) for y in sess.run(None, {input_name: x})]
 
 

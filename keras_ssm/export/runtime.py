@@ -47,14 +47,29 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
-def ort_session(model: PathLike | bytes, exact: bool = True, threads: int | None = None) -> Any:
+def _has_dequantize(source: str | bytes) -> bool:
+    """Whether an ONNX model holds ``DequantizeLinear`` nodes (the ``form="dequantize"`` int8)."""
+    import onnx
+
+    try:
+        model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
+    except Exception:  # noqa: BLE001 - not a readable model: onnxruntime names the problem
+        return False
+    return any(node.op_type == "DequantizeLinear" for node in model.graph.node)
+
+
+def ort_session(
+    model: PathLike | bytes, exact: bool | None = None, threads: int | None = None
+) -> Any:
     """An onnxruntime CPU ``InferenceSession`` for a file path or serialized model.
 
-    With ``exact`` (the default) onnxruntime is told not to fuse weight-only
-    ``DequantizeLinear -> MatMul`` pairs into its quantized kernels, which would also quantize
-    the activations: an int8 model then computes exactly what the float model computes.
-    ``threads`` pins ``intra_op_num_threads`` (one inter-op thread, sequential execution);
-    ``None`` keeps onnxruntime's defaults (all cores).
+    ``exact`` tells onnxruntime not to fuse weight-only ``DequantizeLinear -> MatMul`` pairs
+    into its quantized kernels (which would also quantize the activations), so that an int8 file
+    of ``form="dequantize"`` computes exactly what the float model computes.  ``None`` (the
+    default) sets it only for files holding ``DequantizeLinear``: every other file, the default
+    int8 form (Cast + Mul) included, runs under onnxruntime's default options, as a user's own
+    session would.  ``threads`` pins ``intra_op_num_threads`` (one inter-op thread, sequential
+    execution); ``None`` keeps onnxruntime's defaults (all cores).
 
     Example:
         >>> sess = ort_session("model.onnx", threads=1)          # doctest: +SKIP
@@ -62,14 +77,14 @@ def ort_session(model: PathLike | bytes, exact: bool = True, threads: int | None
     """
     import onnxruntime as ort
 
+    source = model if isinstance(model, bytes) else os.fspath(model)
     opts = ort.SessionOptions()
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if exact:
+    if exact or (exact is None and _has_dequantize(source)):
         opts.add_session_config_entry("session.disable_quant_qdq", "1")
-    source = model if isinstance(model, bytes) else os.fspath(model)
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
@@ -100,7 +115,7 @@ def _batched(
 
 
 def onnx_predict(path: PathLike, x: np.ndarray, threads: int | None = 1) -> np.ndarray:
-    """Outputs of an ONNX file under onnxruntime (exact session), in batches of 500."""
+    """Outputs of an ONNX file under onnxruntime (see :func:`ort_session`), in batches of 500."""
     sess = ort_session(path, threads=threads)
     name = sess.get_inputs()[0].name
     return _batched(lambda b: sess.run(None, {name: b})[0], x)
@@ -166,7 +181,7 @@ def ort_latency(
     runs: int = 100,
     warmup: int = 20,
     threads: int | None = 1,
-    exact: bool = True,
+    exact: bool | None = None,
 ) -> list[float]:
     """Per-run wall times (microseconds) of ``session.run`` on ``x`` after ``warmup`` runs."""
     sess = ort_session(path, exact=exact, threads=threads)
@@ -199,7 +214,7 @@ def thread_settings(threads: int | None) -> dict[str, Any]:
             "intra_op_num_threads": threads if threads is not None else "default (all cores)",
             "inter_op_num_threads": 1 if threads is not None else "default",
             "execution_mode": "ORT_SEQUENTIAL" if threads is not None else "default",
-            "session.disable_quant_qdq": "1 (exact int8)",
+            "session.disable_quant_qdq": "1 only for DequantizeLinear (form='dequantize') files",
         },
         "litert": {"num_threads": threads, "delegate": "default (XNNPACK)"},
         "cpu_count": os.cpu_count(),

@@ -137,6 +137,7 @@ def train(
     threshold: float | None = None,
     batch_size: int | None = None,
     weight_scale: float | None = None,
+    unit_penalty: float | None = None,
     augment: bool | None = None,
     seed: int = 7531,
     precision: str = "auto",
@@ -163,8 +164,8 @@ def train(
         recipe: ``"default"``, ``"paper"`` or a :class:`keras_ssm.recipes.Recipe`.
         out: a run folder to write (``model.keras``, ``metrics.json``, ``history.csv``,
             ``analysis.jsonl``); ``None`` writes nothing.
-        epochs, lr, weight_decay, threshold, batch_size, weight_scale, augment: override the
-            recipe's values (``None``: keep them).
+        epochs, lr, weight_decay, threshold, batch_size, weight_scale, unit_penalty, augment:
+            override the recipe's values (``None``: keep them).
         seed: seeds weights, scores and the data order.
         precision: ``"auto"`` (bfloat16 mixed precision where the CPU runs it natively, else
             float32), ``"float32"`` or ``"bfloat16"``; see :mod:`keras_ssm.training.precision`.
@@ -198,6 +199,7 @@ def train(
         "threshold": threshold,
         "batch_size": batch_size,
         "weight_scale": weight_scale,
+        "unit_penalty": unit_penalty,
         "augment": augment,
     }
     recipe = _recipe(model, mask, recipe, overrides)
