@@ -1,7 +1,7 @@
 """Training speed: ``model.fit`` step time of the masked vs the dense version of a model,
 across precision (float32 / bfloat16 mixed) x compilation (Keras' "auto" / XLA).
 
-    python examples/bench_train.py --models fcn conv6 --epochs 4 --steps 8
+    python examples/bench_train.py --models fcn conv6 --epochs 4 --steps 8 --json times.json
 
 For each model all configurations (dense and signed, every precision x jit) are built in one
 process and trained on the same fixed slice of random data (``--steps`` batches per epoch), one
@@ -69,6 +69,30 @@ def time_configs(
     return {key: statistics.median(values[1:]) for key, values in seconds.items()}
 
 
+def table(paths: list[str]) -> str:
+    """The README's table: the rows of ``--json`` files, with each file's load average."""
+    import json
+
+    lines = [
+        "| model | precision | jit_compile | dense ms/step | signed ms/step | masked/dense "
+        "| signed / stock dense (float32, auto) | load avg (start-end) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        load = f"{doc['load']['start']:.1f}-{doc['load']['end']:.1f}"
+        for r in doc["rows"]:
+            star = " *" if r["default_here"] else ""
+            vs = r["signed_over_stock_dense"]
+            lines.append(
+                f"| {r['model']}{star} | {r['precision']} | {r['jit_compile']} | "
+                f"{r['dense_ms']:.1f} | {r['signed_ms']:.1f} | {r['masked_over_dense']:.3f} | "
+                f"{'-' if vs is None else f'{vs:.2f}'} | {load} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["fcn", "conv6"], choices=sorted(SHAPES))
@@ -77,24 +101,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--precision", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--jit", nargs="+", default=["auto", "true"], choices=["auto", "true"])
+    parser.add_argument("--json", help="also write the rows (and the machine's load) here")
+    parser.add_argument(
+        "--table", nargs="+", metavar="JSON", help="print the Markdown table of --json files"
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first one is dropped)")
     configs = [(p, True if j == "true" else "auto") for p in args.precision for j in args.jit]
-    chosen = (resolve_precision("auto"), resolve_jit("auto"))
 
+    load_before = os.getloadavg()[0]
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, batch "
         f"{args.batch}, median of {args.epochs - 1} epochs x {args.steps} steps after 1 warm-up "
-        f"epoch; * = keras_ssm.train's default here\n"
+        f"epoch; 1-minute load average {load_before:.2f} at the start; * = keras_ssm.train's "
+        "default here\n"
     )
+    rows = []
     print(
         "| model | precision | jit_compile | dense ms/step | signed ms/step | masked/dense "
         "| signed / stock dense (float32, auto) |"
     )
     print("|---|---|---|---|---|---|---|")
     for name in args.models:
+        conv = keras_ssm.models.is_convolutional(name)
+        chosen = (
+            resolve_precision("auto", convolutional=conv),
+            resolve_jit("auto", convolutional=conv),
+        )
         times = time_configs(name, configs, args.epochs, args.steps, args.batch)
         stock = times.get(("float32", "auto", "dense"))
         for precision, jit in configs:
@@ -106,6 +144,33 @@ def main(argv: list[str] | None = None) -> None:
                 f"{1000 * masked:.1f} | {masked / dense:.3f} | {vs_stock} |",
                 flush=True,
             )
+            rows.append(
+                {
+                    "model": name,
+                    "precision": precision,
+                    "jit_compile": jit,
+                    "default_here": bool(star),
+                    "dense_ms": round(1000 * dense, 2),
+                    "signed_ms": round(1000 * masked, 2),
+                    "masked_over_dense": round(masked / dense, 4),
+                    "signed_over_stock_dense": round(masked / stock, 4) if stock else None,
+                }
+            )
+    if args.json:
+        from keras_ssm.atomic import write_json
+
+        config = {k: v for k, v in vars(args).items() if k != "json"}
+        load = {"start": load_before, "end": os.getloadavg()[0]}
+        write_json(
+            args.json,
+            {
+                "config": config,
+                "cpu_count": os.cpu_count(),
+                "load": load,
+                "keras": keras.__version__,
+                "rows": rows,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -177,6 +177,14 @@ def _head(x: Any, make: _Layers, num_classes: int, hidden: Sequence[int]) -> Any
     return make.dense(num_classes, "softmax", name="output", hidden=False)(x)
 
 
+def is_convolutional(name: str) -> bool:
+    """Whether zoo model ``name`` has convolutions (every model but the FCN): what
+    :mod:`keras_ssm.training.precision` picks the fastest training path by."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; allowed: {', '.join(MODELS)}.")
+    return name != "fcn"
+
+
 # ----------------------------------------------------------------------------- FCN and Conv
 def fcn(
     *,

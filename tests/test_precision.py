@@ -122,6 +122,10 @@ def test_resolve_precision_and_jit(tmp_path) -> None:
     assert precision.resolve_jit(None) == "auto" and precision.resolve_jit(True) is True
     with pytest.raises(ValueError, match="Unknown jit"):
         precision.resolve_jit("yes")
+    # a model without convolutions never trains in bfloat16 by default (it is not faster)
+    assert precision.resolve_precision("auto", convolutional=False) == "float32"
+    assert precision.resolve_precision("bfloat16", convolutional=False) == "bfloat16"
+    assert precision.resolve_jit(False, convolutional=False) is False
     flags = tmp_path / "cpuinfo"
     flags.write_text("processor: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
     assert precision.cpu_has_bf16(flags)
@@ -135,3 +139,20 @@ def test_policy_scope_restores_the_policy() -> None:
     with precision.policy_scope("bfloat16") as name:
         assert name == "mixed_bfloat16" == keras.config.dtype_policy().name
     assert keras.config.dtype_policy().name == before
+
+
+def test_auto_picks_per_model_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU with bfloat16 units: convnets train in bfloat16 without XLA; the FCN in
+    float32 with XLA on TensorFlow (measured fastest, examples/bench_train.py)."""
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda *a: True)
+    monkeypatch.setattr(precision, "_accelerated", lambda: False)
+    tf = keras.backend.backend() == "tensorflow"
+    assert precision.resolve_precision("auto", convolutional=True) == (
+        "bfloat16" if tf else "float32"
+    )
+    assert precision.resolve_precision("auto", convolutional=False) == "float32"
+    assert precision.resolve_jit("auto", convolutional=True) == "auto"
+    assert precision.resolve_jit("auto", convolutional=False) == (True if tf else "auto")
+    monkeypatch.setattr(precision, "_accelerated", lambda: True)  # a GPU: Keras decides
+    assert precision.resolve_jit("auto", convolutional=False) == "auto"
+    assert precision.resolve_precision("auto", convolutional=True) == "float32"

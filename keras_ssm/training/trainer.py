@@ -208,8 +208,9 @@ def train(
         run_dir.prepare(overwrite=overwrite, resume=resume)
     # Before any TensorFlow op: collective ops are configured at program start-up.
     dist = make_strategy(strategy) if isinstance(strategy, str) else strategy
-    precision = resolve_precision(precision)
-    jit = resolve_jit(jit)
+    convolutional = models.is_convolutional(model)
+    precision = resolve_precision(precision, convolutional=convolutional)
+    jit = resolve_jit(jit, convolutional=convolutional)
     keras.utils.set_random_seed(seed)
     if deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
