@@ -37,8 +37,9 @@ def _import_keras_quietly() -> None:
 _import_keras_quietly()
 
 # layers_more registers the other maskable layer types (DepthwiseConv, SeparableConv,
-# ConvTranspose, Embedding, ...) in keras_ssm.layers.MASKED_LAYERS and with Keras.
-from keras_ssm import initializers, layers, layers_more, masks  # noqa: E402
+# ConvTranspose, Embedding, ...) in keras_ssm.layers.MASKED_LAYERS and with Keras; structure
+# registers UnitPenalty, so .keras files trained with it load after `import keras_ssm`.
+from keras_ssm import initializers, layers, layers_more, masks, structure  # noqa: E402
 from keras_ssm.layers import MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDense  # noqa: E402
 from keras_ssm.stats import MaskStatsCallback, mask_stats, summary  # noqa: E402
 from keras_ssm.wrap import UnsupportedLayerError, fold, supermask  # noqa: E402
@@ -58,6 +59,7 @@ __all__ = [
     "layers_more",
     "mask_stats",
     "masks",
+    "structure",
     "summary",
     "supermask",
     "train",

@@ -38,11 +38,22 @@ def test_run_collect_table(reproduce, tmp_path: Path, monkeypatch, capsys) -> No
     assert capsys.readouterr().out.count("[skip]") == 2
 
     assert reproduce.main(["collect", "--out", str(runs), "--results", str(results)]) == 0
-    for name in names:  # the small files, never the model
-        assert sorted(p.name for p in (results / name).iterdir()) == [
-            "history.csv",
-            "metrics.json",
-        ]
+    # the small files, never the .keras model; the signed run's compact model.ssm (few KB)
+    assert sorted(p.name for p in (results / names[0]).iterdir()) == [
+        "history.csv",
+        "metrics.json",
+    ]
+    signed = results / names[1]
+    assert sorted(p.name for p in signed.iterdir()) == [
+        "export.json",
+        "history.csv",
+        "metrics.json",
+        "model.ssm",
+    ]
+    from keras_ssm.export import load_compact
+
+    assert (signed / "model.ssm").stat().st_size < 266_200 * 4 / 10  # 1 epoch: ~40% hidden
+    assert load_compact(signed / "model.ssm").count_params() > 0
     doc = tmp_path / "RESULTS.md"
     doc.write_text(f"# x\n{reproduce.BEGIN}\nSTALE ROW\n{reproduce.END}\ntail\n")
     assert reproduce.main(["table", "--results", str(results), "--write", str(doc)]) == 0

@@ -73,6 +73,21 @@ def test_masked_layers_penalize_their_scores_and_round_trip(make, x, tmp_path: P
     np.testing.assert_array_equal(numpy(loaded(x)), numpy(model(x)))
 
 
+def test_a_penalized_model_loads_in_a_fresh_process_after_import_keras_ssm(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model = models.get("fcn", mask="signed", unit_penalty=0.01)
+    model.save(tmp_path / "m.keras")
+    code = (
+        "import keras, keras_ssm; m = keras.saving.load_model(%r); "
+        "print(type(m.layers[2].score_regularizer).__name__)" % str(tmp_path / "m.keras")
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("UnitPenalty")
+
+
 @pytest.mark.parametrize("name", ["fcn", "conv2"])
 def test_zoo_puts_the_penalty_on_hidden_layers_only(name: str) -> None:
     model = models.get(name, mask="signed", unit_penalty=0.01)

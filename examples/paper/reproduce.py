@@ -138,13 +138,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    """Copy the small files of every finished run into ``--results`` (never the model)."""
+    """Copy the small files of every finished run into ``--results`` (never the ``.keras``
+    model); a masked run also gets its compact ``model.ssm`` (folded and shrunk, a few KB), from
+    which anyone can re-export and re-time it."""
     for metrics in sorted(Path(args.out).glob("*/metrics.json")):
         dest = Path(args.results) / metrics.parent.name
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.json", "history.csv"):
             if (metrics.parent / name).is_file():
                 shutil.copyfile(metrics.parent / name, dest / name)
+        masked = "remaining" in json.loads(metrics.read_text(encoding="utf-8"))
+        if masked and not args.no_compact and not (dest / "model.ssm").exists():
+            import keras
+
+            from keras_ssm.export import export_run
+
+            keras.backend.clear_session()
+            export_run(metrics.parent, "compact", out_dir=dest, shrink=True, overwrite=True)
         print(f"[collect] {metrics.parent} -> {dest}")
     return 0
 
@@ -159,18 +169,30 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def _export_facts(run_folder: Path) -> tuple[int, int] | None:
+    """``(params after shrink, compact bytes)`` of a collected run, when it has its export."""
+    path = run_folder / "export.json"
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    return doc["shrink_report"]["params_after"], doc["files"]["model.ssm"]["bytes"]
+
+
 def table(results: Path) -> str:
     """The Markdown table of the runs under ``results`` (one row per run group, seeds pooled)."""
-    groups: dict[str, list[dict]] = defaultdict(list)
+    groups: dict[str, list[tuple[dict, tuple[int, int] | None]]] = defaultdict(list)
     for path in sorted(Path(results).glob("*/metrics.json")):
-        groups[path.parent.name.rsplit("_s", 1)[0]].append(json.loads(path.read_text()))
+        key = path.parent.name.rsplit("_s", 1)[0]
+        groups[key].append((json.loads(path.read_text()), _export_facts(path.parent)))
     lines = [
-        "| run (without seed) | mask | recipe: lr / wd / threshold / scale | precision | epochs "
-        "| seeds | accuracy % | remaining % | paper (dense / signed / remaining) | wall / run "
-        "| hardware, backend |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run (without seed) | mask | recipe: lr / wd / threshold / scale / unit penalty "
+        "| precision | epochs | seeds | accuracy % | remaining % | params after shrink "
+        "| compact bytes | paper (dense / signed / remaining) | wall / run | hardware, backend |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, runs in groups.items():
+    for key, entries in groups.items():
+        runs = [metrics for metrics, _ in entries]
+        facts = [f for _, f in entries if f is not None]
         first = runs[0]
         recipe = first["recipe"]
         acc = [100 * r["test_accuracy"] for r in runs]
@@ -178,12 +200,16 @@ def table(results: Path) -> str:
         paper = PAPER.get((first["model"], first["dataset"]))
         paper_text = "-" if paper is None else f"{paper[0]} / {paper[1]} / {paper[2]}%"
         wall = statistics.mean(r["wall_time_s"] for r in runs)
+        params = f"{statistics.mean(f[0] for f in facts):,.0f}" if facts else "-"
+        compact = f"{statistics.mean(f[1] for f in facts):,.0f}" if facts else "-"
         lines.append(
             f"| {key} | {first['mask']} | {recipe['lr']} / {recipe['wd']:g} / "
-            f"{recipe.get('threshold')} / {recipe.get('weight_scale', 1.0):g} | "
+            f"{recipe.get('threshold')} / {recipe.get('weight_scale', 1.0):g} / "
+            f"{recipe.get('unit_penalty', 0.0):g} | "
             f"{first.get('precision', 'float32')} | {first['epochs']} | {len(runs)} | "
-            f"{_mean_std(acc)} | {_mean_std(remaining) if remaining else '-'} | {paper_text} | "
-            f"{_duration(wall)} | {first['hardware']}, {first['backend']} |"
+            f"{_mean_std(acc)} | {_mean_std(remaining) if remaining else '-'} | {params} | "
+            f"{compact} | {paper_text} | {_duration(wall)} | {first['hardware']}, "
+            f"{first['backend']} |"
         )
     return "\n".join(lines)
 
@@ -235,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     collect = sub.add_parser("collect", help="copy finished runs' small files into results/")
     collect.add_argument("--out", default="runs/paper")
     collect.add_argument("--results", default=str(RESULTS))
+    collect.add_argument("--no-compact", action="store_true", help="skip the model.ssm files")
     collect.set_defaults(func=cmd_collect)
     tab = sub.add_parser("table", help="print the Markdown table of the collected runs")
     tab.add_argument("--results", default=str(RESULTS))
