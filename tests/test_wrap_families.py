@@ -104,8 +104,15 @@ def test_family_whose_config_keras_cannot_rebuild_is_named(family: str) -> None:
         keras_ssm.supermask(model)
 
 
+# On JAX (the second CI pass) two families cover the depthwise and the keras_hub paths; the
+# whole list runs on TensorFlow.
+JAX_FAMILIES = ("MobileNetV2", "BertBackbone")
+
+
 @pytest.mark.parametrize("family", [name for name in FAMILIES if name not in BROKEN_CONFIG])
 def test_family_supermasks_trains_folds_and_round_trips(family: str, tmp_path: Path) -> None:
+    if keras.backend.backend() == "jax" and family not in JAX_FAMILIES:
+        pytest.skip("the TensorFlow pass runs every family; JAX runs " + ", ".join(JAX_FAMILIES))
     keras.utils.set_random_seed(0)
     model = FAMILIES[family]()
     maskable = [layer for layer in iter_layers(model) if type(layer) in MASKED_LAYERS]
