@@ -79,9 +79,10 @@ def test_a_penalized_model_loads_in_a_fresh_process_after_import_keras_ssm(tmp_p
 
     model = models.get("fcn", mask="signed", unit_penalty=0.01)
     model.save(tmp_path / "m.keras")
+    path = str(tmp_path / "m.keras")
     code = (
-        "import keras, keras_ssm; m = keras.saving.load_model(%r); "
-        "print(type(m.layers[2].score_regularizer).__name__)" % str(tmp_path / "m.keras")
+        f"import keras, keras_ssm; m = keras.saving.load_model({path!r}); "
+        "print(type(m.layers[2].score_regularizer).__name__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
