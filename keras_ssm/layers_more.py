@@ -55,14 +55,13 @@ from keras import ops
 
 from keras_ssm import initializers as ssm_initializers
 from keras_ssm import masks
-from keras_ssm.layers import (
-    MASKED_LAYERS,
+from keras_ssm.layers import MASKED_LAYERS, add_lazy_registration
+from keras_ssm.masked_base import (
     MaskedLayerBase,
     MaskedPart,
-    _reject_lora,
-    _resolve_mask,
-    _signature,
-    add_lazy_registration,
+    reject_lora,
+    resolve_mask,
+    stock_signature,
 )
 
 __all__ = [
@@ -114,9 +113,9 @@ class MaskedWeightsMixin(MaskedLayerBase):
         train_bias: bool = False,
         **kwargs: Any,
     ) -> None:
-        _reject_lora(self, kwargs.get("lora_rank"))
+        reject_lora(self, kwargs.get("lora_rank"))
         weights = kwargs.pop("weights", None)  # Embedding's initial weights: they become w0
-        self.mask = _resolve_mask(mask, threshold)
+        self.mask = resolve_mask(mask, threshold)
         aliases = self._initializer_args()
         given = {arg: kwargs.pop(arg) for arg in aliases if kwargs.get(arg) is not None}
         for arg in aliases:
@@ -347,7 +346,7 @@ def _define(
     }
     cls = type(name, (MaskedWeightsMixin, stock), namespace)
     aliases = tuple(dict.fromkeys(target.initializer for target in targets))
-    cls.__signature__ = _signature(stock, aliases)
+    cls.__signature__ = stock_signature(stock, aliases)
     keras.saving.register_keras_serializable(package=_KERAS_PACKAGE, name=name)(cls)
     MASKED_LAYERS[stock] = cls
     return cls

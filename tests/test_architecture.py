@@ -121,7 +121,12 @@ def test_nothing_outside_the_command_line_imports_it() -> None:
 def test_layers_depend_one_way() -> None:
     """masks -> layers -> wrap/stats -> the rest: the method's core imports nothing above it."""
     edges = graph()
-    core = {"keras_ssm.masks", "keras_ssm.initializers", "keras_ssm.layers"}
+    core = {
+        "keras_ssm.masks",
+        "keras_ssm.initializers",
+        "keras_ssm.masked_base",
+        "keras_ssm.layers",
+    }
     for name in core:
         assert edges[name] <= core | {"keras_ssm.atomic"}, (name, edges[name])
     assert edges["keras_ssm.layers_more"] <= core, edges["keras_ssm.layers_more"]
