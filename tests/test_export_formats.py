@@ -296,3 +296,17 @@ def test_multi_input_model_is_rejected_cleanly(tmp_path):
     with pytest.raises(ValueError, match="single-input"):
         to_onnx(m, tmp_path / "m.onnx")
     assert os.listdir(tmp_path) == []
+
+
+def test_adapted_normalization_exports_as_constants(tmp_path):
+    """An adapted Normalization (EfficientNet's first layer) holds its mean and variance as
+    plain tensors; they must be constants of the ONNX graph, not inputs it asks for."""
+    rng = np.random.default_rng(0)
+    norm = keras.layers.Normalization()
+    norm.adapt(rng.normal(3.0, 2.0, (64, 5)).astype("float32"))
+    model = keras.Sequential([keras.Input((5,)), norm, keras.layers.Dense(3)])
+    result = to_onnx(model, str(tmp_path / "n.onnx"))
+    assert result.max_rel_error is not None and result.max_rel_error < 1e-5
+    graph = onnx.load(str(tmp_path / "n.onnx")).graph
+    assert [i.name for i in graph.input] == ["input"]
+    assert isinstance(norm.mean, type(keras.ops.convert_to_tensor(np.zeros(1))))  # restored

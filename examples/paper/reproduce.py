@@ -148,7 +148,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
             if (metrics.parent / name).is_file():
                 shutil.copyfile(metrics.parent / name, dest / name)
         masked = "remaining" in json.loads(metrics.read_text(encoding="utf-8"))
-        if masked and not args.no_compact and not (dest / "model.ssm").exists():
+        compact, model = dest / "model.ssm", metrics.parent / "model.keras"
+        stale = not compact.exists() or compact.stat().st_mtime < model.stat().st_mtime
+        if masked and not args.no_compact and stale:
             import keras
 
             from keras_ssm.export import export_run

@@ -10,7 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -80,7 +82,8 @@ def onnx_bytes(
     def serve(x):
         return model(x, training=False)
 
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
+    with _tensors_as_constants(model):
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
     _rename_outputs(proto, output_name)
     quantized = []
     if int8:
@@ -89,6 +92,29 @@ def onnx_bytes(
         proto, quantized = quantize_onnx_ternary(proto)
     onnx.checker.check_model(proto)
     return proto, quantized
+
+
+@contextlib.contextmanager
+def _tensors_as_constants(model: keras.Model) -> Iterator[None]:
+    """Layers holding plain tensors (not variables) as attributes -- an adapted
+    ``Normalization``'s ``mean`` and ``variance`` -- hold them as numpy arrays while the model is
+    traced, so they become constants of the graph: a tensor captured from outside the function
+    would become an ONNX graph input ("Required inputs ... are missing from input feed")."""
+    import tensorflow as tf
+
+    from keras_ssm.layer_tree import iter_layers
+
+    saved = []
+    for layer in iter_layers(model):
+        for name, value in list(vars(layer).items()):
+            if isinstance(value, tf.Tensor) and not isinstance(value, tf.Variable):
+                saved.append((layer, name, value))
+                object.__setattr__(layer, name, value.numpy())
+    try:
+        yield
+    finally:
+        for layer, name, value in saved:
+            object.__setattr__(layer, name, value)
 
 
 def _run_onnx(path: str, input_name: str, x: np.ndarray) -> list[np.ndarray]:
