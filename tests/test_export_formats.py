@@ -310,3 +310,37 @@ def test_adapted_normalization_exports_as_constants(tmp_path):
     graph = onnx.load(str(tmp_path / "n.onnx")).graph
     assert [i.name for i in graph.input] == ["input"]
     assert isinstance(norm.mean, type(keras.ops.convert_to_tensor(np.zeros(1))))  # restored
+
+
+def _saturating_model(kernel_scale: float) -> keras.Model:
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(4, activation="softmax", use_bias=False)]
+    )
+    kernel = np.random.default_rng(0).standard_normal((6, 4)).astype("float32")
+    model.layers[0].set_weights([kernel_scale * kernel])
+    return model
+
+
+def test_checks_use_inputs_whose_outputs_differ(tmp_path):
+    """A softmax saturated on unit-scale noise gives one-hot outputs that a wrong file could
+    match; the check moves to smaller inputs, where the outputs differ between examples."""
+    from keras_ssm.export._verify import keras_outputs, output_spread, probe_inputs
+
+    model = _saturating_model(1e3)
+    x1 = np.random.default_rng(0).standard_normal((8, 6)).astype("float32")
+    ones = keras_outputs(model, x1)[0]
+    assert np.all((ones == 0) | (ones == 1))  # saturated at scale 1
+    assert output_spread(model, x1) == 0.0  # nothing moves: the check would be blind
+    x, scale, spread = probe_inputs(model)
+    assert scale < 1 and spread >= 1e-4 and output_spread(model, x) == spread
+    result = to_onnx(model, str(tmp_path / "s.onnx"))
+    assert result.details["check_input_scale"] == scale
+    assert result.details["check_spread"] >= 1e-4
+
+
+def test_constant_outputs_are_not_called_verified(tmp_path):
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    model.layers[0].set_weights([np.zeros((6, 3), "float32"), np.ones(3, "float32")])
+    with pytest.warns(UserWarning, match="does not verify the file"):
+        result = to_onnx(model, str(tmp_path / "c.onnx"))
+    assert result.details["check_spread"] == 0.0

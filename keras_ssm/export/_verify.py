@@ -10,6 +10,10 @@ import numpy as np
 __all__ = [
     "ExportResult",
     "ExportVerificationError",
+    "INPUT_SCALES",
+    "check_inputs",
+    "output_spread",
+    "probe_inputs",
     "random_inputs",
     "keras_outputs",
     "max_rel_error",
@@ -41,12 +45,83 @@ def single_input_spec(model: keras.Model) -> tuple[tuple[int | None, ...], str]:
     return tuple(x.shape), str(x.dtype)
 
 
-def random_inputs(model: keras.Model, batch: int = 3, seed: int = 0) -> np.ndarray:
-    """Standard-normal inputs for the model's single input (unknown dims other than batch -> 8)."""
+def random_inputs(
+    model: keras.Model, batch: int = 3, seed: int = 0, scale: float = 1.0
+) -> np.ndarray:
+    """Normal inputs (standard deviation ``scale``) for the model's single input (unknown dims
+    other than batch -> 8)."""
     shape, dtype = single_input_spec(model)
     full = (batch,) + tuple(8 if d is None else int(d) for d in shape[1:])
     rng = np.random.default_rng(seed)
-    return rng.standard_normal(full).astype(dtype)
+    return (scale * rng.standard_normal(full)).astype(dtype)
+
+
+# Input scales tried, in order, until the model's outputs differ between inputs: 1 first (what
+# the checks have always used), then smaller and larger inputs (a model whose softmax or
+# activations saturate on unit-scale noise, or one that expects pixel values).
+INPUT_SCALES = (1.0, 0.1, 0.01, 10.0, 100.0)
+
+
+def output_spread(model: keras.Model, x: np.ndarray, step: float = 0.01) -> float:
+    """How much ``model``'s outputs move when its inputs ``x`` move a little (by ``step`` times
+    their own scale, in random directions), relative to the outputs' size.  0 means the outputs
+    are constant or saturated around ``x`` (a one-hot softmax, a dead ReLU net): comparing an
+    export's outputs with Keras' there checks nothing about how the file uses its inputs."""
+    scale = float(np.std(x)) or 1.0
+    noise = np.random.default_rng(12345).standard_normal(x.shape).astype(x.dtype)
+    before = keras_outputs(model, x)
+    after = keras_outputs(model, (x + step * scale * noise).astype(x.dtype))
+    worst = 0.0
+    for y0, y1 in zip(before, after, strict=True):
+        y0, y1 = np.asarray(y0, np.float64), np.asarray(y1, np.float64)
+        if not (np.all(np.isfinite(y0)) and np.all(np.isfinite(y1))):
+            continue
+        size = float(np.max(np.abs(y0))) or 1.0
+        worst = max(worst, float(np.max(np.abs(y1 - y0))) / size)
+    return worst
+
+
+def probe_inputs(
+    model: keras.Model, batch: int = 8, seed: int = 0, min_spread: float = 1e-4
+) -> tuple[np.ndarray, float, float]:
+    """Random inputs around which ``model``'s outputs respond to the inputs (see
+    :func:`output_spread`), so that an export checked on them is checked on something that
+    depends on how the file computes.
+
+    Returns ``(x, scale, spread)``: the first of :data:`INPUT_SCALES` whose spread is at least
+    ``min_spread``; if none is, the one with the largest spread (which tells the caller that the
+    check compares near-constants).
+    """
+    best: tuple[np.ndarray, float, float] | None = None
+    for scale in INPUT_SCALES:
+        x = random_inputs(model, batch=batch, seed=seed, scale=scale)
+        spread = output_spread(model, x)
+        if spread >= min_spread:
+            return x, scale, spread
+        if best is None or spread > best[2]:
+            best = (x, scale, spread)
+    assert best is not None
+    return best
+
+
+def check_inputs(model: keras.Model, what: str) -> tuple[float, float]:
+    """``(input scale, spread)`` for an export's check (see :func:`probe_inputs`), warning when
+    the model's outputs hardly depend on its inputs: such a check cannot tell a wrong file from
+    a right one."""
+    import warnings
+
+    _, scale, spread = probe_inputs(model)
+    if spread < 1e-4:
+        warnings.warn(
+            f"{what} of {model.name!r}: the model's outputs hardly respond to its inputs "
+            f"around every random input tried (relative spread {spread:.2g} at input scales "
+            f"{', '.join(f'{s:g}' for s in INPUT_SCALES)}), so the export's check compares "
+            "near-constant outputs and does not verify the file. The manifest records it "
+            "('check_spread').",
+            UserWarning,
+            stacklevel=3,
+        )
+    return scale, spread
 
 
 def keras_outputs(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:

@@ -21,6 +21,7 @@ from keras_ssm.atomic import atomic_path
 from keras_ssm.export._verify import (
     ExportResult,
     ExportVerificationError,
+    check_inputs,
     keras_outputs,
     max_rel_error,
     random_inputs,
@@ -178,12 +179,15 @@ def to_onnx(
     )
     data = proto.SerializeToString()
     err = None
+    checked: dict[str, float] = {}
     with atomic_path(final, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
         if check:
+            scale, spread = check_inputs(model, "ONNX export")
+            checked = {"check_input_scale": scale, "check_spread": spread}
             for batch, seed in ((3, 0), (1, 1)):
-                x = random_inputs(model, batch=batch, seed=seed)
+                x = random_inputs(model, batch=batch, seed=seed, scale=scale)
                 got = _run_onnx(tmp, input_name, x)
                 e = max_rel_error(got, keras_outputs(model, x))
                 err = e if err is None else max(err, e)
@@ -192,4 +196,5 @@ def to_onnx(
                         f"ONNX export of {model.name!r} differs from Keras: max relative error "
                         f"{e:.3g} > {rtol:g} (batch {batch}); nothing was written to {final!r}"
                     )
-    return ExportResult(final, len(data), err, {"quantized": quantized, "opset": opset})
+    details = {"quantized": quantized, "opset": opset, **checked}
+    return ExportResult(final, len(data), err, details)

@@ -54,6 +54,7 @@ from keras_ssm.atomic import atomic_path
 from keras_ssm.export._verify import (
     ExportResult,
     ExportVerificationError,
+    check_inputs,
     keras_outputs,
     max_rel_error,
     random_inputs,
@@ -516,12 +517,15 @@ def to_tflite(
             stacklevel=2,
         )
     err = None
+    checked: dict[str, float] = {}
     with atomic_path(final, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
         if check:
+            scale, spread = check_inputs(model, "TFLite export")
+            checked = {"check_input_scale": scale, "check_spread": spread}
             for batch, seed in ((3, 0), (1, 1)):
-                x = random_inputs(model, batch=batch, seed=seed)
+                x = random_inputs(model, batch=batch, seed=seed, scale=scale)
                 got = run_tflite(tmp, x, default_delegates=delegates)
                 e = max_rel_error(got, keras_outputs(model, x))
                 err = e if err is None else max(err, e)
@@ -531,5 +535,11 @@ def to_tflite(
                         f"error {e:.3g} > {tol:g} (batch {batch}); nothing was written to "
                         f"{final!r}"
                     )
-    details = {"sparse": sparse, "int8": int8, "default_delegates_ok": delegates, **repair}
+    details = {
+        "sparse": sparse,
+        "int8": int8,
+        "default_delegates_ok": delegates,
+        **repair,
+        **checked,
+    }
     return ExportResult(final, len(data), err, details)
