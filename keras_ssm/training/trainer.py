@@ -167,10 +167,12 @@ def train(
         epochs, lr, weight_decay, threshold, batch_size, weight_scale, unit_penalty, augment:
             override the recipe's values (``None``: keep them).
         seed: seeds weights, scores and the data order.
-        precision: ``"auto"`` (bfloat16 mixed precision where the CPU runs it natively, else
-            float32), ``"float32"`` or ``"bfloat16"``; see :mod:`keras_ssm.training.precision`.
+        precision: ``"auto"`` (bfloat16 mixed precision for convnets where the CPU runs it
+            natively, else float32), ``"float32"`` or ``"bfloat16"``; see
+            :mod:`keras_ssm.training.precision`.
             Reported accuracy is always the float32 folded model's.
-        jit: XLA for the train step: ``True``, ``False`` or ``"auto"`` (Keras' choice).
+        jit: XLA for the train step: ``True``, ``False`` or ``"auto"`` (Keras' choice, except
+            XLA for the FCN on a TensorFlow CPU, where it is faster).
         limit: use only the first ``limit`` training and test examples (quick runs).
         strategy: ``"none"``, ``"mirrored"``, ``"multiworker"`` (``TF_CONFIG``) or a
             ``tf.distribute`` strategy.
