@@ -26,6 +26,16 @@ def _hub() -> Any:
     return pytest.importorskip("keras_hub")
 
 
+# A small transformer config both text backbones take (no download).
+TEXT = dict(
+    vocabulary_size=50,
+    num_layers=2,
+    num_heads=2,
+    hidden_dim=16,
+    intermediate_dim=32,
+    max_sequence_length=8,
+)
+
 FAMILIES: dict[str, Callable[[], keras.Model]] = {
     "MobileNetV2": lambda: A.MobileNetV2(IMAGE, alpha=0.35, weights=None, classes=10),
     "MobileNetV3Small": lambda: A.MobileNetV3Small(IMAGE, weights=None, classes=10),
@@ -36,22 +46,8 @@ FAMILIES: dict[str, Callable[[], keras.Model]] = {
     "ConvNeXtTiny": lambda: A.ConvNeXtTiny(input_shape=IMAGE, weights=None, classes=10),
     "ResNet50": lambda: A.ResNet50(input_shape=IMAGE, weights=None, classes=10),
     "DenseNet121": lambda: A.DenseNet121(input_shape=IMAGE, weights=None, classes=10),
-    "BertBackbone": lambda: _hub().models.BertBackbone(
-        vocabulary_size=50,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=8,
-    ),
-    "GPT2Backbone": lambda: _hub().models.GPT2Backbone(
-        vocabulary_size=50,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=8,
-    ),
+    "BertBackbone": lambda: _hub().models.BertBackbone(**TEXT),
+    "GPT2Backbone": lambda: _hub().models.GPT2Backbone(**TEXT),
     "ViTBackbone": lambda: _hub().models.ViTBackbone(
         image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32
     ),
