@@ -222,6 +222,29 @@ def _profile(path: Path, x: np.ndarray, runs: int = 200) -> dict[str, float]:
     return {k: round(v, 2) for k, v in per_op.items()}
 
 
+def _floor_us(x: np.ndarray, runs: int = 2000) -> float:
+    """Median wall time (us) of ``session.run`` on a graph that only copies its input (one
+    Identity node, default session options): what a call costs before any operator runs."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from keras_ssm.export.runtime import summarize, timed
+
+    shape = [None, *x.shape[1:]]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "floor",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto)
+    sess = ort.InferenceSession(proto.SerializeToString())
+    feed = {"input": np.ascontiguousarray(x)}
+    return summarize(timed(lambda: sess.run(None, feed), runs, 100))["median_us"]
+
+
 def _box(box: Any) -> str:
     """``((top, bottom), (left, right))`` however the box was stored (tuples or JSON lists)."""
     return str(tuple(tuple(side) for side in box)) if box else "none"
@@ -438,9 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     timing_s = time.perf_counter() - t_timing
     load_after = os.getloadavg()
 
-    print("== where the time goes (onnxruntime profiler, default options, batch 64)", flush=True)
-    x64 = batch_of(x, 64)
+    print("== where the time goes (onnxruntime profiler, default options, batch 64 and 1)")
+    x64, x1 = batch_of(x, 64), batch_of(x, 1)
     profiles = {art.label: _profile(art.path, x64) for art in arts if art.runtime == "onnxruntime"}
+    profiles1 = {art.label: _profile(art.path, x1) for art in arts if art.runtime == "onnxruntime"}
+    floor1 = _floor_us(x1)
 
     for art in arts:
         art.result["smaller_than_dense_onnx"] = round(
@@ -471,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         "timing_s": round(timing_s, 1),
         "artifacts": [art.to_dict() for art in arts],
         "profiles_batch64_default_us": profiles,
+        "profiles_batch1_default_us": profiles1,
+        "session_run_floor_batch1_us": floor1,
         "versions": library_versions(),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
@@ -663,7 +690,39 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
         "and cropping the unread input border (one Slice).",
         "",
     ]
+    if "profiles_batch1_default_us" in res:
+        lines += _batch1_lines(res)
     return "\n".join(lines)
+
+
+def _batch1_lines(res: dict[str, Any]) -> list[str]:
+    """The batch-1 profile, against the cost of a call that runs nothing."""
+    floor = res["session_run_floor_batch1_us"]
+    lines = [
+        "## Batch 1: where the time goes (onnxruntime profiler, default session options, "
+        "median us per run)",
+        "",
+    ]
+    for label, prof in res["profiles_batch1_default_us"].items():
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in prof.items())
+        lines.append(f"- {label}: {parts}")
+    by = {art["label"]: art for art in res["artifacts"]}
+    dense_us = by[DENSE_ONNX]["latency"]["default"]["batch1"]["median_us"]
+    signed_us = by[SIGNED_FP32]["latency"]["default"]["batch1"]["median_us"]
+    less = (dense_us - floor) / max(signed_us - floor, 1e-9)
+    lines += [
+        "",
+        f"A `session.run` of a graph that only copies its input (one Identity node, default "
+        f"options, batch 1) takes {floor:.1f} us here: the fixed cost of a call (Python, "
+        "binding inputs and outputs, the executor) before any operator runs. Above it, the "
+        f"dense file spends {dense_us - floor:.1f} us and the signed fold+shrink file "
+        f"{signed_us - floor:.1f} us per image, {less:.1f}x less;"
+        f" the whole-call ratio is {dense_us / signed_us:.2f}x. At this floor no file can "
+        f"be more than {dense_us / floor:.1f}x faster than the dense one at batch 1, and 3x "
+        f"needs the signed file's operators to take at most {dense_us / 3 - floor:.1f} us.",
+        "",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ __all__ = [
     "layer_arrays",
     "layer_stats",
     "mask_counts",
+    "masked_weights",
     "model_stats",
     "read_records",
 ]
@@ -58,10 +59,38 @@ ANALYSIS_FILE = "analysis.jsonl"
 
 
 # ----------------------------------------------------------------------------- arrays
-def layer_arrays(layer: keras.layers.Layer) -> dict[str, Any]:
+def masked_weights(model: keras.Model) -> list[tuple[str, keras.layers.Layer, str]]:
+    """Every masked weight of ``model`` as ``(row name, layer, weight)``, in layer order.
+
+    A layer that masks one weight gives one row named like the layer; one that masks several
+    (a SeparableConv's ``depthwise_kernel`` and ``pointwise_kernel``) gives one row each, named
+    ``"<layer>/<weight>"``.  The statistics, the recorder and ``ssm report`` count per row.
+
+    >>> import keras, keras_ssm
+    >>> from keras_ssm.layers_more import MaskedSeparableConv2D
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), MaskedSeparableConv2D(4, 3, name="sep"),
+    ...     keras.layers.Flatten(), keras_ssm.layers.MaskedDense(2, name="out")])
+    >>> [name for name, _, _ in masked_weights(model)]
+    ['sep/depthwise_kernel', 'sep/pointwise_kernel', 'out']
+    """
+    return [
+        (_row_name(layer, part.weight), layer, part.weight)
+        for layer in masked_layers(model)
+        for part in layer.masked_parts()
+    ]
+
+
+def _row_name(layer: keras.layers.Layer, weight: str | None) -> str:
+    if weight is None or len(layer.masked_parts()) == 1:
+        return layer.name
+    return f"{layer.name}/{weight}"
+
+
+def layer_arrays(layer: keras.layers.Layer, weight: str | None = None) -> dict[str, Any]:
     """A masked layer's arrays as numpy: ``mask`` (inference mode), ``w0``, ``scores``, ``tau``.
 
-    ``tau`` is the signed mask's threshold (``None`` for masks without one).
+    ``tau`` is the signed mask's threshold (``None`` for masks without one).  ``weight`` names
+    one masked weight of a layer that masks several (see :func:`masked_weights`).
 
     >>> import keras, keras_ssm
     >>> layer = keras_ssm.layers.MaskedDense(3)
@@ -70,11 +99,14 @@ def layer_arrays(layer: keras.layers.Layer) -> dict[str, Any]:
     >>> arrays["mask"].shape, arrays["tau"] > 0
     ((4, 3), True)
     """
-    tau = layer.mask_state.get("tau") if isinstance(layer.mask_state, dict) else None
+    mask = mask_array(layer, weight)  # a clear error for a missing or unknown weight
+    parts = layer.masked_parts()
+    part = parts[0] if weight is None else next(p for p in parts if p.weight == weight)
+    tau = part.mask_state.get("tau") if isinstance(part.mask_state, dict) else None
     return {
-        "mask": mask_array(layer),
-        "w0": np.asarray(keras.ops.convert_to_numpy(layer.w0)),
-        "scores": np.asarray(keras.ops.convert_to_numpy(layer.scores)),
+        "mask": mask,
+        "w0": np.asarray(keras.ops.convert_to_numpy(part.w0)),
+        "scores": np.asarray(keras.ops.convert_to_numpy(part.scores)),
         "tau": None if tau is None else float(keras.ops.convert_to_numpy(tau)),
     }
 
@@ -121,8 +153,9 @@ def mask_counts(mask: np.ndarray, w0: np.ndarray | None = None) -> dict[str, Any
     return row
 
 
-def layer_stats(layer: keras.layers.Layer) -> dict[str, Any]:
-    """:func:`mask_counts` of a masked layer plus ``name``, ``class`` and ``tau``.
+def layer_stats(layer: keras.layers.Layer, weight: str | None = None) -> dict[str, Any]:
+    """:func:`mask_counts` of a masked layer (or of its masked ``weight``, see
+    :func:`masked_weights`) plus ``name``, ``class`` and ``tau``.
 
     >>> import keras, keras_ssm
     >>> layer = keras_ssm.layers.MaskedDense(3)
@@ -131,8 +164,8 @@ def layer_stats(layer: keras.layers.Layer) -> dict[str, Any]:
     >>> row["name"] == layer.name, row["kept"] + row["hidden"] + row["inverted"]
     (True, 12)
     """
-    arrays = layer_arrays(layer)
-    row = {"name": layer.name, "class": type(layer).__name__, "tau": arrays["tau"]}
+    arrays = layer_arrays(layer, weight)
+    row = {"name": _row_name(layer, weight), "class": type(layer).__name__, "tau": arrays["tau"]}
     row.update(mask_counts(arrays["mask"], arrays["w0"]))
     return row
 
@@ -173,20 +206,21 @@ def model_stats(model: keras.Model) -> dict[str, Any]:
     >>> sorted(model_stats(model))
     ['flipped', 'hidden', 'inverted', 'kept', 'layers', 'remaining', 'total']
     """
-    layers = masked_layers(model)
-    if not layers:
+    weights = masked_weights(model)
+    if not weights:
         raise ValueError(f"Model {model.name!r} has no masked layers; see keras_ssm.supermask().")
-    arrays = {id(layer): layer_arrays(layer) for layer in layers}
+    arrays = {(id(layer), weight): layer_arrays(layer, weight) for _, layer, weight in weights}
     chain_of = {id(c.producer): c for c in _chains(model)}
     rows = []
-    for layer in layers:
-        a = arrays[id(layer)]
-        row: dict[str, Any] = {"name": layer.name, "class": type(layer).__name__, "tau": a["tau"]}
+    for name, layer, weight in weights:
+        a = arrays[(id(layer), weight)]
+        row: dict[str, Any] = {"name": name, "class": type(layer).__name__, "tau": a["tau"]}
         row.update(mask_counts(a["mask"], a["w0"]))
-        chain = chain_of.get(id(layer))
+        chain = chain_of.get(id(layer))  # chains run between one-weight Dense / Conv layers
         feeds = None
         if chain is not None:
-            feeds = _feeds(chain.path, row["units"], arrays[id(chain.consumer)]["mask"])
+            consumer = arrays[(id(chain.consumer), chain.consumer.masked_parts()[0].weight)]
+            feeds = _feeds(chain.path, row["units"], consumer["mask"])
         row["no_outgoing_units"] = None if feeds is None else int(np.sum(~feeds))
         m = a["mask"] != 0
         dead = ~m.reshape(-1, m.shape[-1]).any(axis=0)
@@ -215,11 +249,11 @@ def input_map(model: keras.Model) -> dict[str, Any] | None:
     >>> maps["remaining"].shape, int(maps["remaining"].max()) <= maps["units"]
     ((4, 4), True)
     """
-    layers = masked_layers(model)
-    if not layers:
+    weights = masked_weights(model)
+    if not weights:
         return None
-    first = layers[0]
-    a = layer_arrays(first)
+    _, first, weight = weights[0]
+    a = layer_arrays(first, weight)
     if a["mask"].ndim != 2:
         return None
     in_shape = tuple(int(d) for d in model.inputs[0].shape[1:]) if model.inputs else ()
@@ -243,8 +277,9 @@ def input_map(model: keras.Model) -> dict[str, Any] | None:
     }
 
 
-def conv_maps(layer: keras.layers.Layer) -> dict[str, Any]:
-    """Where a conv layer's remaining weights are: per filter and per kernel position.
+def conv_maps(layer: keras.layers.Layer, weight: str | None = None) -> dict[str, Any]:
+    """Where a conv layer's remaining weights are: per filter and per kernel position
+    (``weight`` names one masked weight of a layer that masks several).
 
     Returns ``per_filter`` (remaining share of each output filter, shape ``(filters,)``),
     ``per_position`` (remaining share at each kernel position, shape ``kernel_size``),
@@ -257,7 +292,7 @@ def conv_maps(layer: keras.layers.Layer) -> dict[str, Any]:
     >>> maps["per_filter"].shape, maps["per_position"].shape
     ((4,), (3, 3))
     """
-    mask = layer_arrays(layer)["mask"]
+    mask = layer_arrays(layer, weight)["mask"]
     if mask.ndim < 3:
         raise ValueError(f"{layer.name!r} is not a conv layer (kernel shape {mask.shape})")
     alive = mask != 0
@@ -266,7 +301,7 @@ def conv_maps(layer: keras.layers.Layer) -> dict[str, Any]:
     inverted = (mask < 0).sum(axis=(-2, -1))
     nonzero = alive.sum(axis=(-2, -1))
     return {
-        "name": layer.name,
+        "name": _row_name(layer, weight),
         "per_filter": alive.mean(axis=(*spatial, mask.ndim - 2)),
         "per_position": per_position,
         "inverted_per_position": np.divide(
@@ -346,7 +381,10 @@ class MaskRecorder(keras.callbacks.Callback):
 
     def _record(self, epoch: int, logs: dict[str, Any] | None) -> dict[str, Any]:
         stats = model_stats(self.model)
-        masks = {layer.name: layer_arrays(layer)["mask"] for layer in masked_layers(self.model)}
+        masks = {
+            name: layer_arrays(layer, weight)["mask"]
+            for name, layer, weight in masked_weights(self.model)
+        }
         changed_total = 0
         layers = []
         for row in stats["layers"]:

@@ -239,7 +239,6 @@ def _run_section(
     run: Run, folder: Path, data_dir: str | None, use_data: bool, max_score_panels: int
 ) -> _Section:
     from keras_ssm import analysis, plots, stats
-    from keras_ssm.layers import is_masked
     from keras_ssm.wrap import masked_layers
 
     images: list[tuple[str, Path, str]] = []
@@ -281,9 +280,11 @@ def _run_section(
                 )
             )
             findings += _input_findings(maps, mean)
-        convs = [layer for layer in masked if len(layer.w0.shape) >= 3 and is_masked(layer)]
+        weights = analysis.masked_weights(model)
+        # conv kernels (a multi-dimensional EinsumDense kernel is not a conv's)
+        convs = [(layer, w) for _, layer, w in weights if hasattr(layer, "kernel_size")]
         if convs:
-            cmaps = [analysis.conv_maps(layer) for layer in convs[:12]]
+            cmaps = [analysis.conv_maps(layer, w) for layer, w in convs[:12]]
             images.append(
                 (
                     "Conv layers: per filter and per kernel position",
@@ -292,10 +293,10 @@ def _run_section(
                 )
             )
             if len(convs) > 12:
-                notes.append(f"Conv maps show the first 12 of {len(convs)} conv layers.")
+                notes.append(f"Conv maps show the first 12 of {len(convs)} conv kernels.")
         score_items = [
-            {"name": layer.name, **analysis.layer_arrays(layer)}
-            for layer in masked[:max_score_panels]
+            {"name": name, **analysis.layer_arrays(layer, w)}
+            for name, layer, w in weights[:max_score_panels]
         ]
         images.append(
             (
@@ -306,8 +307,8 @@ def _run_section(
                 "inverted.",
             )
         )
-        if len(masked) > max_score_panels:
-            notes.append(f"Score histograms show the first {max_score_panels} of {len(masked)}.")
+        if len(weights) > max_score_panels:
+            notes.append(f"Score histograms show the first {max_score_panels} of {len(weights)}.")
     columns = _columns(run)
     if columns.get("epoch"):
         try:

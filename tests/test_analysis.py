@@ -337,3 +337,60 @@ def test_doctests() -> None:
 
     results = doctest.testmod(analysis)
     assert results.attempted > 5 and results.failed == 0
+
+
+def _two_mask_model() -> keras.Model:
+    """A SeparableConv (two masks: depthwise and pointwise kernels) between one-mask layers."""
+    from keras_ssm.layers_more import MaskedDepthwiseConv2D, MaskedSeparableConv2D
+
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            MaskedConv2D(3, 1, name="c"),
+            MaskedSeparableConv2D(4, 3, name="sep"),
+            MaskedDepthwiseConv2D(3, name="dw"),
+            keras.layers.Flatten(),
+            MaskedDense(2, activation="softmax", name="out"),
+        ]
+    )
+
+
+def test_layers_with_two_masks_get_one_row_each(tmp_path: Path) -> None:
+    model = _two_mask_model()
+    names = ["c", "sep/depthwise_kernel", "sep/pointwise_kernel", "dw", "out"]
+    assert [name for name, _, _ in analysis.masked_weights(model)] == names
+    stats = analysis.model_stats(model)
+    assert [row["name"] for row in stats["layers"]] == names
+    sep = model.get_layer("sep")
+    for row, weight in zip(stats["layers"][1:3], ["depthwise_kernel", "pointwise_kernel"]):
+        mask = keras.ops.convert_to_numpy(sep.compute_mask_values(training=False, weight=weight))
+        assert row["total"] == mask.size and row["kept"] == int(np.sum(mask == 1))
+        assert row["inverted"] == int(np.sum(mask == -1))
+        assert analysis.conv_maps(sep, weight)["name"] == f"sep/{weight}"
+    # the totals are mask_stats' (which counts a layer's masks together)
+    assert stats["total"] == keras_ssm.mask_stats(model)["total"]
+    assert stats["remaining"] == pytest.approx(keras_ssm.mask_stats(model)["remaining"])
+    with pytest.raises(ValueError, match="pass weight="):
+        analysis.layer_arrays(sep)
+
+    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 6, 6, 2)).astype("float32"), rng.integers(0, 2, 16)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[analysis.MaskRecorder(tmp_path)])
+    records = analysis.read_records(tmp_path)
+    assert [row["name"] for row in records[-1]["layers"]] == names
+    assert all(row["changed"] is not None for row in records[-1]["layers"])
+
+
+def test_report_maps_every_conv_kernel_of_a_two_mask_model(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from keras_ssm import cli
+
+    run = tmp_path / "sep_run"
+    run.mkdir()
+    model = _two_mask_model()
+    model.save(run / "model.keras")
+    (run / "metrics.json").write_text(json.dumps({"model": "custom", "mask": "signed"}))
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "report"), "--no-data"]) == 0
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "conv_maps.png" in page and "scores.png" in page

@@ -290,11 +290,59 @@ def test_existing_file_is_not_overwritten(models, tmp_path):
     assert os.listdir(tmp_path) == ["m.onnx"]
 
 
-def test_multi_input_model_is_rejected_cleanly(tmp_path):
-    a, b = keras.Input((3,)), keras.Input((3,))
-    m = keras.Model([a, b], L.Dense(2)(L.Concatenate()([a, b])))
-    with pytest.raises(ValueError, match="single-input"):
-        to_onnx(m, tmp_path / "m.onnx")
+def _text_and_image_model(as_dict: bool) -> keras.Model:
+    """An image, token ids read by an Embedding and a padding mask (keras_hub's backbones take
+    such a dict), with a dict (or list) of outputs."""
+    image = keras.Input((4, 4, 2), name="image")
+    ids = keras.Input((5,), dtype="int32", name="ids")
+    mask = keras.Input((5,), dtype="int32", name="mask")
+    tokens = L.Embedding(7, 3)(ids) * keras.ops.expand_dims(keras.ops.cast(mask, "float32"), -1)
+    hidden = L.Concatenate()([L.Flatten()(L.Conv2D(3, 3)(image)), L.Flatten()(tokens)])
+    logits = L.Dense(4)(hidden)
+    if as_dict:
+        inputs = {"image": image, "ids": ids, "mask": mask}
+        return keras.Model(inputs, {"logits": logits, "hidden": hidden})
+    return keras.Model([image, ids, mask], [hidden, logits])
+
+
+@pytest.mark.parametrize("as_dict", [True, False], ids=["dict", "list"])
+def test_multi_input_models_export_by_name(as_dict, tmp_path):
+    from keras_ssm.export._verify import input_specs, keras_outputs, random_inputs
+    from keras_ssm.export.pipeline import export_model
+
+    keras.utils.set_random_seed(0)
+    masked = keras_ssm.supermask(_text_and_image_model(as_dict))
+    specs = {spec.name: spec for spec in input_specs(masked)}
+    # a dict of inputs in sorted key order (keras.tree.flatten), a list in its own order
+    order = ["ids", "image", "mask"] if as_dict else ["image", "ids", "mask"]
+    assert list(specs) == order
+    assert specs["ids"].high == 7 and specs["mask"].high is None  # ids below the vocabulary
+    report = export_model(masked, tmp_path / "out", shrink=True, int8=True)
+    assert set(report["files"]) == {"model.onnx", "model_int8.onnx", "model.tflite", "model.ssm"}
+    assert report["check_spread"] >= 1e-4
+
+    folded = keras_ssm.fold(masked)
+    x = random_inputs(folded, batch=5, seed=3)
+    assert set(x) == {"ids", "image", "mask"} and np.all(x["mask"] == 1)
+    want = keras_outputs(folded, x)  # dict outputs in sorted key order: hidden, logits
+    sess = ort_session(tmp_path / "out" / "model.onnx")
+    assert [i.name for i in sess.get_inputs()] == order
+    names = ["hidden", "logits"] if as_dict else ["output_0", "output_1"]
+    assert [o.name for o in sess.get_outputs()] == names
+    for got in (sess.run(None, x), run_tflite(str(tmp_path / "out" / "model.tflite"), x)):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_small_differences_are_still_caught(models, tmp_path, monkeypatch):
+    """The tolerance grows with the model's sensitivity (float32 rounding in deep nets), not
+    to the size of a conversion error: outputs off by 1% fail."""
+    real = onnx_mod._run_onnx
+    monkeypatch.setattr(
+        onnx_mod, "_run_onnx", lambda path, names, x: [1.01 * y for y in real(path, names, x)]
+    )
+    with pytest.raises(ExportVerificationError, match="differs from Keras"):
+        to_onnx(models["mlp"], tmp_path / "m.onnx")
     assert os.listdir(tmp_path) == []
 
 

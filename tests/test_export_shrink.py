@@ -364,3 +364,65 @@ def test_nothing_to_remove_says_so() -> None:
     small, report = shrink(model)
     assert report.layers == [] and small.count_params() == model.count_params() == 23
     assert str(report) == "nothing to remove: every unit has inputs and outputs (params: 23 -> 23)"
+
+
+# Layers whose units shrink does not remove (depthwise, separable and transposed convolutions,
+# attention, EinsumDense), between a producer and a consumer with dead units: they stay whole,
+# the model computes the same, and units elsewhere still go.
+WHOLE = {
+    "depthwise": ((6, 6, 3), lambda: L.DepthwiseConv2D(3, padding="same")),
+    "separable": ((6, 6, 3), lambda: L.SeparableConv2D(4, 3, padding="same")),
+    "transposed": ((6, 6, 3), lambda: L.Conv2DTranspose(4, 3)),
+    "einsum": ((5,), lambda: L.EinsumDense("ab,bc->ac", output_shape=4)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WHOLE))
+def test_layers_shrink_does_not_cut_stay_whole_and_exact(case):
+    import keras_ssm
+
+    shape, middle = WHOLE[case]
+    conv = len(shape) == 3
+    first = L.Conv2D(4, 1, activation="relu") if conv else L.Dense(4, activation="relu")
+    last = L.Conv2D(6, 1, activation="relu") if conv else L.Dense(6, activation="relu")
+    layers = [keras.Input(shape), first, middle(), last]
+    layers += [L.Flatten(), L.Dense(3)] if conv else [L.Dense(3)]
+    keras.utils.set_random_seed(1)
+    model = keras_ssm.fold(keras_ssm.supermask(keras.Sequential(layers)))
+    ternarize(model, density=0.6, seed=3)
+    w = model.layers[0].get_weights()
+    w[0][..., 0] = 0.0  # unit 0 of the first layer: no incoming weights (constant relu(b))
+    w[1][0] = 0.5
+    model.layers[0].set_weights(w)
+    w = model.layers[-1].get_weights()  # unit 0 of the last hidden layer: no outgoing weights
+    w[0].reshape(-1, 6, 3)[:, 0, :] = 0.0
+    model.layers[-1].set_weights(w)
+    middle_weights = [a.copy() for a in model.layers[1].get_weights()]
+
+    small, report = shrink(model)
+
+    assert [r.name for r in report.layers] == [model.layers[2].name]  # only the last hidden
+    assert report.layers[0].units_after <= 5 and report.layers[0].removed_no_output == 1
+    assert small.layers[0].get_weights()[0].shape == model.layers[0].get_weights()[0].shape
+    for a, b in zip(small.layers[1].get_weights(), middle_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert rel_err(model, small, shape) <= 1e-6
+
+
+def test_attention_stays_whole_and_exact():
+    import keras_ssm
+
+    x = keras.Input((5, 6))
+    h = L.Dense(6, activation="relu")(x)
+    h = L.MultiHeadAttention(2, 3)(h, h)
+    model = keras.Model(x, L.Dense(3)(L.Flatten()(h)))
+    keras.utils.set_random_seed(2)
+    model = keras_ssm.fold(keras_ssm.supermask(model))
+    dense = model.get_layer(index=1)
+    w = dense.get_weights()
+    w[0][:, 0] = 0.0  # no incoming weights: a constant the attention mixes in
+    w[1][0] = 0.7
+    dense.set_weights(w)
+    small, report = shrink(model)
+    assert small.count_params() == model.count_params() and report.layers == []
+    assert rel_err(model, small, (5, 6)) <= 1e-6

@@ -175,7 +175,9 @@ def load(
         split: ``"train"`` or ``"test"``.
         batch_size: examples per batch.
         shuffle: shuffle the whole split, differently each epoch; defaults to ``True`` for
-            ``"train"`` and ``False`` otherwise.
+            ``"train"`` and ``False`` otherwise.  The dataset shuffles itself, so pass
+            ``shuffle=False`` to ``model.fit`` (Keras warns that its own ``shuffle=True``
+            default is ignored for any ``tf.data.Dataset``).
         augment: pad by 4 pixels (with zeros, i.e. the image mean after standardization),
             randomly crop back and randomly flip left-right, independently per image.
         standardize: per-image standardization as in the paper,
