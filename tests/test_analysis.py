@@ -362,7 +362,8 @@ def test_layers_with_two_masks_get_one_row_each(tmp_path: Path) -> None:
     stats = analysis.model_stats(model)
     assert [row["name"] for row in stats["layers"]] == names
     sep = model.get_layer("sep")
-    for row, weight in zip(stats["layers"][1:3], ["depthwise_kernel", "pointwise_kernel"]):
+    parts = ["depthwise_kernel", "pointwise_kernel"]
+    for row, weight in zip(stats["layers"][1:3], parts, strict=True):
         mask = keras.ops.convert_to_numpy(sep.compute_mask_values(training=False, weight=weight))
         assert row["total"] == mask.size and row["kept"] == int(np.sum(mask == 1))
         assert row["inverted"] == int(np.sum(mask == -1))

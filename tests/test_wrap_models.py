@@ -144,6 +144,18 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
 
 
+def assert_onnx_matches(folded: keras.Model, path: Path) -> None:
+    """The folded model exports to ONNX, checked on inputs its outputs respond to (TensorFlow:
+    the exporter converts through tf2onnx)."""
+    if BACKEND != "tensorflow":
+        return
+    from keras_ssm.export.onnx import to_onnx
+
+    result = to_onnx(folded, path)  # raises when the file differs from Keras
+    assert result.details["check_spread"] >= 1e-4
+    assert result.max_rel_error <= result.details["check_tolerance"] <= 1e-3
+
+
 def values(model: keras.Model) -> dict[str, np.ndarray]:
     return {v.path: numpy(v).copy() for v in model.weights}
 
@@ -224,6 +236,7 @@ def test_functional_model_with_tensor_ops(tmp_path: Path) -> None:
     folded = keras_ssm.fold(masked)
     assert not masked_layers(folded)
     assert rel_err(folded.predict(x, verbose=0), masked.predict(x, verbose=0)) <= 1e-6
+    assert_onnx_matches(folded, tmp_path / "ops.onnx")
     fit_two_steps(masked, x, y)
     fit_two_steps(round_trip(masked, tmp_path / "ops.keras", x), x, y)
     lenient = keras_ssm.supermask(model, strict=False)
@@ -266,6 +279,7 @@ def test_own_layers_inner_dense_and_conv_are_masked(tmp_path: Path) -> None:
     assert type(folded.get_layer("block")) is Block and not masked_layers(folded)
     assert type(folded.get_layer("conv_block").bn) is keras.layers.BatchNormalization
     assert rel_err(folded.predict(x, verbose=0), masked.predict(x, verbose=0)) <= 1e-6
+    assert_onnx_matches(folded, tmp_path / "own.onnx")
 
     before = values(masked)
     fit_two_steps(masked, x, y)
