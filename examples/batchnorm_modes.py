@@ -12,7 +12,8 @@ Each mode trains the signed ResNet20 with the default recipe (shortened) on the 
 CIFAR-10 training images and reports the first epoch's loss and the test accuracy of the float32
 folded model::
 
-    python examples/batchnorm_modes.py --epochs 5 --limit 10000 --json runs/batchnorm_modes.json
+    python examples/batchnorm_modes.py --epochs 3 --limit 10000 \
+        --json examples/results/batchnorm_modes_resnet20_e3_l10000.json
 """
 
 from __future__ import annotations
