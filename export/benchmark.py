@@ -716,15 +716,7 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
     ]
     for t in res["targets"]:
         lines.append(f"- {t['what']}: {t['got']} -> {'met' if t['met'] else 'MISSED'}")
-    lines += [
-        "",
-        "## Where the time goes (onnxruntime profiler, default session options, batch 64, "
-        "median us per run)",
-        "",
-    ]
-    for label, prof in res["profiles_batch64_default_us"].items():
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in prof.items())
-        lines.append(f"- {label}: {parts}")
+    lines += _profile_lines(res["profiles_batch64_default_us"], "batch 64")
     by = {art.label: art for art in arts}
     int8_ops = by[SIGNED_INT8].result.get("onnx_ops", [])
     int8_prof = res["profiles_batch64_default_us"].get(SIGNED_INT8, {})
@@ -756,17 +748,23 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
     return "\n".join(lines)
 
 
-def _batch1_lines(res: dict[str, Any]) -> list[str]:
-    """The batch-1 profile, against the cost of a call that runs nothing."""
-    floor = res["session_run_floor_batch1_us"]
+def _profile_lines(profiles: dict[str, dict[str, float]], batch: str) -> list[str]:
+    """A section listing each file's onnxruntime profile, per operator type."""
     lines = [
-        "## Batch 1: where the time goes (onnxruntime profiler, default session options, "
+        "",
+        f"## Where the time goes (onnxruntime profiler, default session options, {batch}, "
         "median us per run)",
         "",
     ]
-    for label, prof in res["profiles_batch1_default_us"].items():
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in prof.items())
-        lines.append(f"- {label}: {parts}")
+    for label, prof in profiles.items():
+        lines.append(f"- {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in prof.items()))
+    return lines
+
+
+def _batch1_lines(res: dict[str, Any]) -> list[str]:
+    """The batch-1 profile, against the cost of a call that runs nothing."""
+    floor = res["session_run_floor_batch1_us"]
+    lines = _profile_lines(res["profiles_batch1_default_us"], "batch 1")[1:]
     by = {art["label"]: art for art in res["artifacts"]}
     dense_us = by[DENSE_ONNX]["latency"]["default"]["batch1"]["median_us"]
     signed_us = by[SIGNED_FP32]["latency"]["default"]["batch1"]["median_us"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import keras
@@ -24,6 +24,7 @@ __all__ = [
     "sensitivity",
     "max_rel_error",
     "single_input_spec",
+    "verify_file",
 ]
 
 
@@ -261,6 +262,44 @@ def check_inputs(model: keras.Model, what: str) -> tuple[float, float, float]:
             stacklevel=3,
         )
     return scale, spread, sensitivity(model, x)
+
+
+def verify_file(
+    model: keras.Model,
+    run: Callable[[Inputs], Sequence[np.ndarray]],
+    what: str,
+    rtol: float,
+    path: str,
+) -> tuple[float, dict[str, float]]:
+    """Check a written file against ``model``: ``run(x)`` gives the file's outputs, compared
+    with Keras' at batch 3 and 1 on inputs the outputs respond to (:func:`check_inputs`),
+    within :func:`check_tolerance` of ``rtol``.
+
+    Returns ``(max relative error, details)`` (the check's input scale, spread, sensitivity and
+    tolerance).
+
+    Raises:
+        ExportVerificationError: naming ``what`` (e.g. ``"ONNX export"``) and ``path``.
+    """
+    scale, spread, gain = check_inputs(model, what)
+    tol = check_tolerance(rtol, gain)
+    details = {
+        "check_input_scale": scale,
+        "check_spread": spread,
+        "check_sensitivity": gain,
+        "check_tolerance": tol,
+    }
+    worst = 0.0
+    for batch, seed in ((3, 0), (1, 1)):
+        x = random_inputs(model, batch=batch, seed=seed, scale=scale)
+        err = max_rel_error(run(x), keras_outputs(model, x))
+        worst = max(worst, err)
+        if not err <= tol:
+            raise ExportVerificationError(
+                f"{what} of {model.name!r} differs from Keras: max relative error {err:.3g} > "
+                f"{tol:g} (batch {batch}); nothing was written to {path!r}"
+            )
+    return worst, details
 
 
 def keras_outputs(model: keras.Model, x: Inputs) -> list[np.ndarray]:

@@ -21,15 +21,10 @@ import numpy as np
 from keras_ssm.atomic import atomic_path
 from keras_ssm.export._verify import (
     ExportResult,
-    ExportVerificationError,
     Inputs,
     as_feed,
-    check_inputs,
-    check_tolerance,
     input_specs,
-    keras_outputs,
-    max_rel_error,
-    random_inputs,
+    verify_file,
 )
 from keras_ssm.export.runtime import ort_session
 
@@ -265,23 +260,8 @@ def to_onnx(
         with open(tmp, "wb") as f:
             f.write(data)
         if check:
-            scale, spread, gain = check_inputs(model, "ONNX export")
-            tol = check_tolerance(rtol, gain)
-            checked = {
-                "check_input_scale": scale,
-                "check_spread": spread,
-                "check_sensitivity": gain,
-                "check_tolerance": tol,
-            }
-            for batch, seed in ((3, 0), (1, 1)):
-                x = random_inputs(model, batch=batch, seed=seed, scale=scale)
-                got = _run_onnx(tmp, names, x)
-                e = max_rel_error(got, keras_outputs(model, x))
-                err = e if err is None else max(err, e)
-                if not e <= tol:
-                    raise ExportVerificationError(
-                        f"ONNX export of {model.name!r} differs from Keras: max relative error "
-                        f"{e:.3g} > {tol:g} (batch {batch}); nothing was written to {final!r}"
-                    )
+            err, checked = verify_file(
+                model, lambda x: _run_onnx(tmp, names, x), "ONNX export", rtol, final
+            )
     details = {"quantized": quantized, "opset": opset, **checked}
     return ExportResult(final, len(data), err, details)

@@ -54,14 +54,9 @@ import numpy as np
 from keras_ssm.atomic import atomic_path
 from keras_ssm.export._verify import (
     ExportResult,
-    ExportVerificationError,
     Inputs,
-    check_inputs,
-    check_tolerance,
     input_specs,
-    keras_outputs,
-    max_rel_error,
-    random_inputs,
+    verify_file,
 )
 
 __all__ = ["to_tflite", "tflite_bytes", "run_tflite"]
@@ -570,25 +565,13 @@ def to_tflite(
         with open(tmp, "wb") as f:
             f.write(data)
         if check:
-            scale, spread, gain = check_inputs(model, "TFLite export")
-            tol = check_tolerance(base, gain)
-            checked = {
-                "check_input_scale": scale,
-                "check_spread": spread,
-                "check_sensitivity": gain,
-                "check_tolerance": tol,
-            }
-            for batch, seed in ((3, 0), (1, 1)):
-                x = random_inputs(model, batch=batch, seed=seed, scale=scale)
-                got = run_tflite(tmp, x, default_delegates=delegates)
-                e = max_rel_error(got, keras_outputs(model, x))
-                err = e if err is None else max(err, e)
-                if not e <= tol:
-                    raise ExportVerificationError(
-                        f"TFLite export of {model.name!r} differs from Keras: max relative "
-                        f"error {e:.3g} > {tol:g} (batch {batch}); nothing was written to "
-                        f"{final!r}"
-                    )
+            err, checked = verify_file(
+                model,
+                lambda x: run_tflite(tmp, x, default_delegates=delegates),
+                "TFLite export",
+                base,
+                final,
+            )
     details = {
         "sparse": sparse,
         "int8": int8,
