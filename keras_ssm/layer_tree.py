@@ -115,8 +115,10 @@ def check_graph_model(model: Any, verb: str) -> None:
     if not is_graph_model(model):
         raise UnsupportedLayerError(
             f"{verb} supports Sequential and functional models only; {model.name!r} is a "
-            f"subclassed model ({type(model).__name__}). Build it with the functional API (your "
-            "own layers may be inside it), or use keras_ssm.layers.MaskedDense / MaskedConv2D "
+            f"subclassed model ({type(model).__name__}), whose call is Python code. Call it on a "
+            "keras.Input inside a functional model -- inputs = keras.Input(shape); "
+            f"{verb}(keras.Model(inputs, {type(model).__name__}(...)(inputs))) -- and every "
+            "layer inside it is reached; or use keras_ssm.layers.MaskedDense / MaskedConv2D "
             "directly inside your class."
         )
     if not model.built:

@@ -60,6 +60,25 @@ class MaskedNet(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class StockNet(keras.Model):
+    """A subclassed model holding stock layers (what users bring)."""
+
+    def __init__(self, classes: int = 3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.classes = classes
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
+        self.bn = keras.layers.BatchNormalization()
+        self.flat = keras.layers.Flatten()
+        self.out = keras.layers.Dense(classes, activation="softmax")
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        return self.out(self.flat(self.bn(self.conv(x), training=training)))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "classes": self.classes}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class Block(keras.layers.Layer):
     """Dense layers made in ``__init__`` and in ``build`` (a list), a LayerNormalization and a
     per-channel scale of its own."""
@@ -200,6 +219,29 @@ def test_subclassed_model_with_masked_layers_fits_and_round_trips(tmp_path: Path
     for layer, scores in zip([loaded.conv, loaded.head.dense], initial, strict=True):
         assert_tau_of_initial_scores(layer, scores)
     fit_two_steps(loaded, x, y)
+
+
+def test_subclassed_model_of_stock_layers_called_in_a_functional_model(tmp_path: Path) -> None:
+    """supermask refuses a top-level subclassed model (its call is Python code) and says how
+    to go on: call it on a keras.Input; every kernel inside is then masked, it trains, folds
+    back to the user's class with stock layers, exports and round-trips."""
+    net = StockNet(name="net")
+    x, y = batch((6, 6, 2))
+    net(x)
+    with pytest.raises(keras_ssm.UnsupportedLayerError, match="keras.Model\\(inputs, "):
+        keras_ssm.supermask(net)
+    inputs = keras.Input((6, 6, 2))
+    model = keras.Model(inputs, StockNet(name="net")(inputs))
+    masked = keras_ssm.supermask(model)
+    assert isinstance(masked.get_layer("net"), SupermaskWrapper)
+    assert masked_share(model, masked) >= 0.95
+    assert sorted(v.name for v in masked.trainable_variables) == ["scores", "scores"]
+    fit_two_steps(masked, x, y)
+    folded = keras_ssm.fold(masked)
+    assert type(folded.get_layer("net")) is StockNet and not masked_layers(folded)
+    assert rel_err(folded.predict(x, verbose=0), masked.predict(x, verbose=0)) <= 1e-6
+    assert_onnx_matches(folded, tmp_path / "net.onnx")
+    fit_two_steps(round_trip(masked, tmp_path / "net.keras", x), x, y)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute only")
