@@ -41,6 +41,7 @@ _import_keras_quietly()
 # registers UnitPenalty, so .keras files trained with it load after `import keras_ssm`.
 from keras_ssm import initializers, layers, layers_more, masks, structure  # noqa: E402
 from keras_ssm.layers import MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDense  # noqa: E402
+from keras_ssm.norms import recalibrate_batchnorm  # noqa: E402
 from keras_ssm.stats import MaskStatsCallback, mask_stats, summary  # noqa: E402
 from keras_ssm.wrap import UnsupportedLayerError, fold, supermask  # noqa: E402
 
@@ -59,6 +60,7 @@ __all__ = [
     "layers_more",
     "mask_stats",
     "masks",
+    "recalibrate_batchnorm",
     "structure",
     "summary",
     "supermask",

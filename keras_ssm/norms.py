@@ -10,13 +10,21 @@ role :func:`keras_ssm.supermask` gives each layer's own weights.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import keras
+import numpy as np
 
-from keras_ssm.layer_tree import own_weights
+from keras_ssm.layer_tree import iter_layers, own_weights
 
-__all__ = ["BATCHNORM", "FixedAffineBatchNormalization", "apply_role", "batchnorm_mode"]
+__all__ = [
+    "BATCHNORM",
+    "FixedAffineBatchNormalization",
+    "apply_role",
+    "batchnorm_mode",
+    "recalibrate_batchnorm",
+]
 
 BATCHNORM = ("stats", "train", "frozen")
 """``batchnorm`` choices of :func:`keras_ssm.supermask` (see there)."""
@@ -136,3 +144,53 @@ def batchnorm_mode(batchnorm: str | None, train_batchnorm: bool | None) -> str:
             f"Unknown batchnorm={batchnorm!r}; allowed: {', '.join(map(repr, BATCHNORM))}."
         )
     return batchnorm
+
+
+def recalibrate_batchnorm(model: keras.Model, data: Iterable[Any], batches: int = 50) -> int:
+    """Set the moving statistics of every BatchNormalization that trains (``batchnorm="stats"``
+    or ``"train"``; a frozen one is left alone) to the average of its batch statistics over the
+    first ``batches`` batches of ``data`` (inputs, or ``(inputs, labels)`` pairs), the model
+    running in training mode: "precise BatchNorm" for the network as it is now.
+
+    In training the moving statistics follow the batch statistics with momentum 0.99, an
+    average over the last ~100 steps, while the masks that produce them are still changing: at
+    the end of a short run they lag behind the final network, and inference (and ``fold``,
+    which keeps them) normalizes with stale statistics.  Nothing else changes (the momentum is
+    restored).
+
+    Returns:
+        How many layers were recalibrated.
+
+    >>> import keras, numpy as np
+    >>> bn = FixedAffineBatchNormalization()
+    >>> model = keras.Sequential([keras.Input((2,)), bn])
+    >>> data = [np.full((4, 2), v, "float32") for v in (1.0, 3.0)]
+    >>> recalibrate_batchnorm(model, data), keras.ops.convert_to_numpy(bn.moving_mean).tolist()
+    (1, [2.0, 2.0])
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be a positive integer; got {batches!r}")
+    layers = [
+        layer
+        for layer in iter_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    seen = 0
+    try:
+        for item in data:
+            if seen == batches:
+                break
+            x = item[0] if isinstance(item, (tuple, list)) else item
+            for layer in layers:  # a running mean: batch k weighs 1 / (k + 1)
+                layer.momentum = seen / (seen + 1)
+            model(keras.tree.map_structure(np.asarray, x), training=True)
+            seen += 1
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+    if not seen:
+        raise ValueError("recalibrate_batchnorm: data gave no batch")
+    return len(layers)

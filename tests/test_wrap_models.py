@@ -482,3 +482,32 @@ def test_batchnorm_train_lets_gamma_and_beta_learn() -> None:
     assert names == ["beta", "gamma", "scores"]
     bns = [masked.get_layer(f"bn{i}") for i in range(4)]
     assert all(type(bn) is keras.layers.BatchNormalization and bn.trainable for bn in bns)
+
+
+def test_recalibrate_batchnorm_sets_the_statistics_of_the_final_network() -> None:
+    """After a short fit the moving statistics lag (momentum 0.99); recalibration makes them
+    the running average over the given batches, so that inference normalizes like training on
+    those batches, and leaves frozen BatchNorm and everything else alone."""
+    model = bn_net()
+    x, _ = batch((8, 8, 3), n=32, scale=100.0)
+    y = np.random.default_rng(1).integers(0, 10, 32)
+    masked = keras_ssm.supermask(model)
+    fit_two_steps(masked, x, y)
+    stale = rel_err(numpy(masked(x, training=False)), numpy(masked(x, training=True)))
+    before = {v.path: numpy(v).copy() for v in masked.weights}
+    data = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]
+    assert keras_ssm.recalibrate_batchnorm(masked, data) == 4
+    bn0 = masked.get_layer("bn0")
+    assert bn0.momentum == 0.99  # restored
+    # bn0 reads the first conv's output: its moving mean is the average of the 4 batch means
+    conv = keras.Model(masked.inputs[0], masked.get_layer("bn0").input)
+    means = [numpy(conv(xb)).mean(axis=(0, 1, 2)) for xb, _ in data]
+    np.testing.assert_allclose(numpy(bn0.moving_mean), np.mean(means, axis=0), rtol=1e-4)
+    changed = {v.path for v in masked.weights if not np.array_equal(before[v.path], numpy(v))}
+    assert changed and all(p.endswith(("moving_mean", "moving_variance")) for p in changed)
+    fresh = rel_err(numpy(masked(x, training=False)), numpy(masked(x, training=True)))
+    assert fresh < stale  # inference now normalizes (about) like training does
+    frozen = keras_ssm.supermask(model, batchnorm="frozen")
+    assert keras_ssm.recalibrate_batchnorm(frozen, data) == 0
+    with pytest.raises(ValueError, match="batches must be a positive integer"):
+        keras_ssm.recalibrate_batchnorm(masked, data, batches=0)

@@ -23,7 +23,6 @@ __all__ = [
     "keras_outputs",
     "sensitivity",
     "max_rel_error",
-    "single_input_spec",
     "verify_file",
 ]
 
@@ -103,18 +102,6 @@ def _embedding_bounds(model: keras.Model, tensors: Sequence[Any]) -> dict[int, i
                 if id(t) in wanted:
                     bounds[id(t)] = min(dim, bounds.get(id(t), dim))
     return bounds
-
-
-def single_input_spec(model: keras.Model) -> tuple[tuple[int | None, ...], str]:
-    """Return ``(shape, dtype)`` of the model's only input (batch dimension included).
-
-    Raises:
-        ValueError: if the model is not built or has more than one input.
-    """
-    tensors = _input_tensors(model)
-    if len(tensors) != 1:
-        raise ValueError(f"only single-input models are supported (got {len(tensors)} inputs)")
-    return tuple(tensors[0].shape), str(tensors[0].dtype)
 
 
 Inputs = np.ndarray | dict[str, np.ndarray]
