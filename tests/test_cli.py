@@ -142,6 +142,10 @@ def _train(tmp_path: Path, *flags: str) -> tuple[dict, Path]:
         (["--weight-scale", "2"], lambda m: m["recipe"]["weight_scale"] == 2.0),
         (["--unit-penalty", "0.01"], lambda m: m["recipe"]["unit_penalty"] == 0.01),
         (
+            ["--recalibrate-batches", "0"],
+            lambda m: m["batchnorm_recalibrated"] == {"layers": 0, "batches": 0, "skipped": None},
+        ),
+        (
             ["--recipe", "paper"],
             lambda m: (m["recipe"]["wd"], m["recipe"]["weight_scale"]) == (5e-4, 1.0),
         ),
@@ -201,3 +205,42 @@ def test_train_as_a_library_call(data_dir: Path, tmp_path: Path) -> None:
     assert set(result.history) >= {"loss", "accuracy", "remaining", "epoch_time_s"}
     assert result.metrics["test_accuracy"] > 0.5 and 0 < result.metrics["remaining"] < 1
     assert not list(tmp_path.glob("**/*.keras"))  # nothing written without out=
+
+
+def test_train_recalibrates_batchnorm_after_fit(data_dir: Path) -> None:
+    """A ResNet's BatchNorm statistics are recomputed for the final network (the default), or
+    kept as training left them; models without BatchNorm are not touched."""
+    import keras
+    import numpy as np
+
+    import keras_ssm
+
+    def run(batches: int) -> keras_ssm.training.TrainResult:
+        return keras_ssm.train(
+            "resnet20",
+            "mnist",
+            epochs=1,
+            batch_size=64,
+            limit=256,
+            verbose=0,
+            recalibrate_batches=batches,
+        )
+
+    kept, recalibrated = run(0), run(3)
+    assert kept.metrics["batchnorm_recalibrated"] == {"layers": 0, "batches": 0, "skipped": None}
+    info = recalibrated.metrics["batchnorm_recalibrated"]
+    assert info["layers"] > 10 and info["batches"] == 3 and info["skipped"] is None
+
+    def means(result: keras_ssm.training.TrainResult) -> list[np.ndarray]:
+        return [
+            keras.ops.convert_to_numpy(v) for v in result.model.weights if "moving_mean" in v.path
+        ]
+
+    # same seed, same training: only the moving statistics differ
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(means(kept), means(recalibrated), strict=True)
+    )
+    fcn = keras_ssm.train("fcn", "mnist", epochs=1, verbose=0, limit=256)
+    assert fcn.metrics["batchnorm_recalibrated"]["layers"] == 0
+    with pytest.raises(ValueError, match="recalibrate_batches must be a non-negative integer"):
+        keras_ssm.train("fcn", "mnist", recalibrate_batches=-1)

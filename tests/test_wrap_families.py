@@ -5,6 +5,7 @@ train, the first loss is sane and two training steps move them, and fold (ternar
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,16 @@ from keras_ssm.layers import MASKED_LAYERS, is_masked
 from keras_ssm.wrap import iter_layers, masked_layers
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _free_memory() -> Any:
+    """Each family is a full-size graph (and its ONNX conversion): let the next one start from
+    a clean slate, so the suite's memory does not grow family after family."""
+    yield
+    keras.backend.clear_session()
+    gc.collect()
+
 
 A = keras.applications
 IMAGE = (32, 32, 3)

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         overwrite=args.force,
         deterministic=args.deterministic,
         verbose=args.verbose,
+        recalibrate_batches=args.recalibrate_batches,
     )
     metrics = result.metrics
     line = f"test accuracy {metrics['test_accuracy']:.4f}"
@@ -111,6 +112,13 @@ def register(subparsers: Any) -> None:
         "that export --shrink removes them (FCN/Conv; default 0: none)",
     )
     train.add_argument("--augment", action="store_true", help="pad-4 random crop + flip")
+    train.add_argument(
+        "--recalibrate-batches",
+        type=number(int, "recalibrate batches", 0, low_inclusive=True),
+        default=50,
+        help="after training, recompute BatchNorm's moving statistics over this many training "
+        "batches (0: keep those training left; models without BatchNorm: no effect)",
+    )
     add_data_dir(train)
     train.add_argument(
         "--limit",
