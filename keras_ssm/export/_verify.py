@@ -177,15 +177,19 @@ def check_tolerance(rtol: float, sensitivity: float) -> float:
     return rtol * max(1.0, sensitivity)
 
 
-def sensitivity(model: keras.Model, x: Inputs) -> float:
+def sensitivity(model: keras.Model, x: Inputs, spread: float | None = None) -> float:
     """How much ``model`` amplifies a small relative change of its float inputs around ``x``:
     the relative output change over the relative input change (:data:`SPREAD_STEP`).  Integer
     inputs (token ids) are left as they are: a different token is not a small change.  0 for a
-    model without float inputs."""
-    floats = x if isinstance(x, dict) else {"x": x}
-    if not any(np.issubdtype(a.dtype, np.floating) for a in floats.values()):
+    model without float inputs.  ``spread``, :func:`output_spread` at ``x`` when known, is that
+    change already for a model whose inputs are all float."""
+    arrays = list(x.values()) if isinstance(x, dict) else [x]
+    floating = [np.issubdtype(a.dtype, np.floating) for a in arrays]
+    if not any(floating):
         return 0.0
-    return output_spread(model, x, move_ints=False) / SPREAD_STEP
+    if spread is None or not all(floating):
+        spread = output_spread(model, x, move_ints=False)
+    return spread / SPREAD_STEP
 
 
 def output_spread(
@@ -248,7 +252,7 @@ def check_inputs(model: keras.Model, what: str) -> tuple[float, float, float]:
             UserWarning,
             stacklevel=3,
         )
-    return scale, spread, sensitivity(model, x)
+    return scale, spread, sensitivity(model, x, spread)
 
 
 def verify_file(

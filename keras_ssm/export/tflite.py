@@ -47,6 +47,7 @@ import io
 import os
 import re
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
@@ -55,6 +56,7 @@ from keras_ssm.atomic import atomic_path
 from keras_ssm.export._verify import (
     ExportResult,
     Inputs,
+    InputSpec,
     input_specs,
     verify_file,
 )
@@ -75,7 +77,9 @@ def _convert(model: keras.Model, sparse: bool, int8: bool) -> bytes:
         return _run_converter(converter, sparse, int8)
 
 
-def _saved_model_converter(model: keras.Model, specs: list, stack: contextlib.ExitStack):
+def _saved_model_converter(
+    model: keras.Model, specs: list[InputSpec], stack: contextlib.ExitStack
+) -> Any:
     """A converter for a multi-input model, from a SavedModel whose ``serve`` signature takes
     the inputs by name (what ``from_keras_model`` does for one input; for several it passes a
     list, which a model taking a dict of inputs refuses)."""
