@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from keras_ssm.export import tflite as tflite_mod
+from keras_ssm.export import tflite_sparse as sparse_mod
 from keras_ssm.export._verify import keras_outputs, max_rel_error
 from keras_ssm.export.tflite import run_tflite, tflite_bytes, to_tflite
 
@@ -38,14 +39,14 @@ def litert_error(m: keras.Model, data: bytes) -> float:
 
 def sparse_tensors(data: bytes) -> list[dict]:
     """Each sparse tensor of a flatbuffer: shape, block map and the operators reading it."""
-    fb = tflite_mod._read(data)
+    fb = sparse_mod.read(data)
     graph = fb.subgraphs[0]
     return [
         {
             "shape": [int(d) for d in t.shape],
             "block_map": [] if t.sparsity.blockMap is None else list(t.sparsity.blockMap),
             "readers": [
-                tflite_mod._opcode(fb, op) for op in graph.operators if i in list(op.inputs)
+                sparse_mod.opcode(fb, op) for op in graph.operators if i in list(op.inputs)
             ],
         }
         for i, t in enumerate(graph.tensors)
@@ -73,7 +74,7 @@ def test_the_converter_truncates_blocks_and_the_rule_sees_it():
     3-input kernel in 1x4 blocks and computes without it."""
     m = dense_model(KERNEL_3_INPUTS)
     raw = tflite_mod._convert(m, sparse=True, int8=False)
-    if not tflite_mod._truncated_sparse_tensors(tflite_mod._read(raw)):
+    if not sparse_mod.truncated_sparse_tensors(sparse_mod.read(raw)):
         pytest.skip("this converter no longer stores the kernel in truncated blocks")
     (t,) = sparse_tensors(raw)
     assert t["shape"] == [6, 3] and t["block_map"] == [1]
@@ -92,7 +93,7 @@ def test_last_inputs_outside_whole_blocks_stay_sparse():
     data = tflite_bytes(m, sparse=True)
     assert litert_error(m, data) <= 1e-5
     (t,) = sparse_tensors(data)
-    densify = tflite_mod._schema().BuiltinOperator.DENSIFY
+    densify = sparse_mod.schema().BuiltinOperator.DENSIFY
     assert t["shape"] == [64, 30] and t["block_map"] == [] and t["readers"] == [densify]
     assert len(data) < len(tflite_bytes(m, sparse=False)) / 2
 
@@ -124,9 +125,9 @@ def test_shrunk_dense_22_3_6_exports_sparse(tmp_path):
 
 def test_a_failed_repair_stores_the_model_dense(monkeypatch):
     def fail(fb, dense):  # noqa: ANN001, ANN202
-        raise tflite_mod._MatchError("operators differ")
+        raise sparse_mod.MatchError("operators differ")
 
-    monkeypatch.setattr(tflite_mod, "_reencode", fail)
+    monkeypatch.setattr(sparse_mod, "reencode", fail)
     m = dense_model(KERNEL_3_INPUTS)
     with pytest.warns(UserWarning, match="stored dense"):
         data, repair = tflite_mod._tflite_bytes(m, sparse=True, int8=False)
