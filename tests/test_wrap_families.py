@@ -172,13 +172,7 @@ def test_family_supermasks_trains_folds_and_round_trips(family: str, tmp_path: P
     # Two steps barely move BatchNorm's moving statistics (momentum 0.99) from their initial
     # (0, 1): deep nets (ResNet50, DenseNet121) then output a constant softmax in inference
     # mode, which checks nothing.  Set them from one batch of 16, as training would.
-    norms = [layer for layer in iter_layers(masked) if hasattr(layer, "moving_mean")]
-    for layer in norms:
-        layer.momentum, layer._saved_momentum = 0.0, layer.momentum
-    masked(_inputs(masked, 16), training=True)
-    for layer in norms:
-        layer.momentum = layer._saved_momentum
-        del layer._saved_momentum
+    keras_ssm.recalibrate_batchnorm(masked, [_inputs(masked, 16)], batches=1)
 
     after = masked.predict(x, verbose=0)
     folded = keras_ssm.fold(masked)
