@@ -53,6 +53,26 @@ def test_crop_keeps_the_outputs(sequential: bool) -> None:
     assert "cropped" in str(report)
 
 
+def test_a_large_box_is_not_cropped() -> None:
+    """A box holding more than ``max_kept`` of the features stays (its zero rows instead of
+    the strided copy a crop costs); the default crops any unread border."""
+    model = _fcn(False)
+    _hide_border(model, slice(1, 9), slice(1, 7))  # 8 x 6 of 10 x 8 pixels: 60%
+    same, report = crop_inputs(model, max_kept=0.4)
+    assert same is model and report.box is None
+    assert report.box_features == 96 and report.features_after == report.features_before == 160
+    assert "not cropped" in str(report) and "96 of 160" in str(report)
+    cropped, report = crop_inputs(model)
+    assert report.box == ((1, 1), (1, 1)) and report.features_after == 96
+    assert crop_inputs(model, max_kept=0.6)[1].box is not None  # 96 <= 0.6 * 160
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, "half", None])
+def test_max_kept_must_be_a_fraction(bad) -> None:
+    with pytest.raises(ValueError, match="max_kept must be a fraction"):
+        crop_inputs(_fcn(False), max_kept=bad)
+
+
 def test_nothing_to_crop() -> None:
     model = _fcn(False)
     same, report = crop_inputs(model)

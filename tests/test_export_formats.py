@@ -392,3 +392,48 @@ def test_constant_outputs_are_not_called_verified(tmp_path):
     with pytest.warns(UserWarning, match="does not verify the file"):
         result = to_onnx(model, str(tmp_path / "c.onnx"))
     assert result.details["check_spread"] == 0.0
+
+
+def _optimized_ops(path, tmp_path) -> list[str]:
+    """The node types onnxruntime runs for ``path`` under default session options."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options)
+    return [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+
+
+@pytest.mark.parametrize("use_bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("activation", ["elu", "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_dense_layers_export_as_gemm_with_the_activation_fused(
+    use_bias, activation, int8, tmp_path
+):
+    """A Dense layer is a Gemm (its bias as C), which onnxruntime fuses with the activation that
+    follows it on a 2-D input (a 3-D input is reshaped around the Gemm); outputs equal Keras."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 4))
+    seq = L.Dense(5, activation=activation, use_bias=use_bias)(inputs)  # 3-D
+    x = L.Dense(8, activation=activation, use_bias=use_bias)(L.Flatten()(seq))
+    out = L.Dense(3, activation="softmax", use_bias=use_bias)(x)
+    model = keras.Model(inputs, out)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, L.Dense):
+            if int8:  # ternary kernels, so that int8 stores them
+                k = layer.kernel.numpy()
+                layer.kernel.assign(0.5 * np.sign(np.round(k * 3)).astype("float32"))
+            if use_bias:  # not zeros, which a converter may drop
+                layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
+    result = to_onnx(model, tmp_path / "m.onnx", int8=int8)
+    assert result.max_rel_error <= 1e-5
+    if int8:
+        assert len(result.details["quantized"]) == 3
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert ops.count("Gemm") == 3 and "MatMul" not in ops, ops
+    assert ops.count("Add") == int(use_bias), ops  # the 3-D Dense's bias, after its Reshape
+    optimized = _optimized_ops(tmp_path / "m.onnx", tmp_path)
+    assert optimized.count("FusedGemm") == 1, optimized  # the 8-unit Dense and its activation
+    act = {"elu": "Elu", "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[activation]
+    assert optimized.count(act) == 1, optimized  # only the 3-D Dense's, after its Reshape

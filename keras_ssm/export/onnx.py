@@ -28,7 +28,7 @@ from keras_ssm.export._verify import (
 )
 from keras_ssm.export.runtime import ort_session
 
-__all__ = ["input_names", "to_onnx", "onnx_bytes", "ort_session"]
+__all__ = ["input_names", "matmuls_as_gemm", "to_onnx", "onnx_bytes", "ort_session"]
 
 
 def input_names(model: keras.Model, input_name: str = "input") -> list[str]:
@@ -110,6 +110,7 @@ def onnx_bytes(
             custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
         )
     _rename_outputs(proto, _output_names(model, output_name, len(proto.graph.output)))
+    proto = matmuls_as_gemm(proto)
     quantized = []
     if int8:
         from keras_ssm.export.int8 import quantize_onnx_ternary
@@ -117,6 +118,73 @@ def onnx_bytes(
         proto, quantized = quantize_onnx_ternary(proto)
     onnx.checker.check_model(proto)
     return proto, quantized
+
+
+def matmuls_as_gemm(model_proto):
+    """Write each ``MatMul`` of a 2-D input by a 2-D float weight as a ``Gemm`` (with the
+    following bias ``Add`` as its ``C``), so that onnxruntime fuses the activation after it.
+
+    tf2onnx writes a Dense layer as ``MatMul`` (+ ``Add`` for a bias).  onnxruntime fuses an
+    activation (Relu, Elu, Sigmoid, ...) into a ``Gemm`` (``FusedGemm``) but never into a
+    ``MatMul`` without a bias, and a signed supermask FCN has no biases: at batch 1 each of its
+    nodes costs about as much as its arithmetic.  Measured with ``python
+    export/graph_timing.py`` (a 784-63-10 ELU net, default session options, 2 cores): ``Gemm``
+    8.5 / 46.0 / 144.1 us vs ``MatMul`` 8.9 / 46.7 / 144.3 us at batch 1 / 64 / 256; a folded,
+    shrunk FCN runs 6 nodes instead of 8.  ``Gemm`` runs the same MLAS kernel as ``MatMul``;
+    the outputs are equal.
+
+    Returns a modified copy; the input proto is untouched.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(model_proto)
+    graph = model.graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 - no shapes, no rewrite: the MatMuls stay as they are
+        return model
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in [*inferred.input, *inferred.value_info, *inferred.output]
+        if v.type.tensor_type.HasField("shape")
+    }
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def weight_2d(name: str) -> bool:
+        t = inits.get(name)
+        return t is not None and t.data_type == TensorProto.FLOAT and len(t.dims) == 2
+
+    dropped = []
+    for node in graph.node:
+        if node.op_type != "MatMul" or ranks.get(node.input[0]) != 2:
+            continue
+        if not weight_2d(node.input[1]):
+            continue
+        node.op_type = "Gemm"
+        units = inits[node.input[1]].dims[1]
+        after = readers.get(node.output[0], [])
+        if len(after) != 1 or after[0].op_type != "Add" or node.output[0] in outputs:
+            continue
+        add = after[0]
+        bias = [b for b in add.input if b != node.output[0]]
+        t = inits.get(bias[0]) if len(bias) == 1 else None
+        if t is None or t.data_type != TensorProto.FLOAT:
+            continue
+        if numpy_helper.to_array(t).shape not in ((units,), (1, units)):
+            continue
+        node.input.append(bias[0])
+        node.output[0] = add.output[0]
+        dropped.append(add)
+    for add in dropped:
+        graph.node.remove(add)
+    return model
 
 
 @contextlib.contextmanager

@@ -204,6 +204,7 @@ def export_model(
                 "features_before": crop_report.features_before,
                 "features_after": crop_report.features_after,
                 "features_read": crop_report.features_read,
+                "box_features": crop_report.box_features,
             }
             err = max_rel_error(keras_outputs(deployed, x), want)
             report["shrink_max_rel_error"] = err  # shrink and crop together
