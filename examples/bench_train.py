@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 import keras_ssm
-from keras_ssm.training import policy_scope, resolve_jit, resolve_precision
+from keras_ssm.training import cpu_description, policy_scope, resolve_jit, resolve_precision
 
 SHAPES = {
     "fcn": (28, 28, 1),
@@ -69,26 +69,30 @@ def time_configs(
     return {key: statistics.median(values[1:]) for key, values in seconds.items()}
 
 
+BEGIN, END = "<!-- training table: begin -->", "<!-- training table: end -->"
+
+
 def table(paths: list[str]) -> str:
-    """The README's table: the rows of ``--json`` files, with each file's load average."""
+    """The README's table: the rows of ``--json`` files, with each file's CPU and load."""
     import json
 
     lines = [
         "| model | precision | jit_compile | dense ms/step | signed ms/step | masked/dense "
-        "| signed / stock dense (float32, auto) | load avg (start-end) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| signed / stock dense (float32, auto) | CPU | load avg (start-end) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for path in paths:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
         load = f"{doc['load']['start']:.1f}-{doc['load']['end']:.1f}"
+        cpu = doc.get("cpu", "-")
         for r in doc["rows"]:
             star = " *" if r["default_here"] else ""
             vs = r["signed_over_stock_dense"]
             lines.append(
                 f"| {r['model']}{star} | {r['precision']} | {r['jit_compile']} | "
                 f"{r['dense_ms']:.1f} | {r['signed_ms']:.1f} | {r['masked_over_dense']:.3f} | "
-                f"{'-' if vs is None else f'{vs:.2f}'} | {load} |"
+                f"{'-' if vs is None else f'{vs:.2f}'} | {cpu} | {load} |"
             )
     return "\n".join(lines)
 
@@ -105,9 +109,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--table", nargs="+", metavar="JSON", help="print the Markdown table of --json files"
     )
+    parser.add_argument(
+        "--write", metavar="MARKDOWN", help="with --table: replace the table block of this file"
+    )
     args = parser.parse_args(argv)
     if args.table:
-        print(table(args.table))
+        text = table(args.table)
+        print(text)
+        if args.write:
+            from keras_ssm.atomic import replace_block
+
+            try:
+                replace_block(args.write, BEGIN, END, text)
+            except ValueError as e:
+                raise SystemExit(str(e)) from None
         return
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first one is dropped)")
@@ -166,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "config": config,
                 "cpu_count": os.cpu_count(),
+                "cpu": cpu_description(),
                 "load": load,
                 "keras": keras.__version__,
                 "rows": rows,

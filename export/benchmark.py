@@ -5,9 +5,10 @@ Builds and measures side by side, in one run:
 1. the dense baseline: a finished dense run (``--dense-run``, e.g. ``ssm train --model fcn
    --mask none``), or one trained here (``--dense-epochs``), exported with ``ssm export``
    (ONNX, LiteRT);
-2. TF-MOT ``prune_low_magnitude`` + ``strip_pruning`` of the same FCN, trained to the signed
-   run's per-layer sparsity with the signed run's epoch budget (``export/tfmot_baseline.py``, in
-   its own process: tf_keras), exported to ONNX (tf2onnx) and TFLite (sparse storage);
+2. TF-MOT ``prune_low_magnitude`` + ``strip_pruning`` of the same architecture (the FCN or a
+   Conv net), trained to the signed run's per-layer sparsity with the dense recipe and the
+   signed run's epoch budget (``export/tfmot_baseline.py``, in its own process: tf_keras),
+   exported to ONNX (tf2onnx) and TFLite (sparse storage);
 3. the signed supermask run, exported exactly as ``ssm export --format onnx,litert,compact
    --shrink --int8`` does: folded, shrunk, the unread input border cropped (one ``Slice``),
    ONNX fp32, exact int8 ONNX (int8 codes, ``Cast``, ``Mul`` by the layer's scale), LiteRT and
@@ -28,9 +29,8 @@ setting. Writes ``--results`` (default ``export/RESULTS.md``) and the same name 
     python export/benchmark.py --signed-run runs/paper/fcn_signed_default_s7531 \\
         --dense-run runs/paper/fcn_none_default_s7531 --nice 15
 
-A convnet (CIFAR-10) is measured the same way against its dense run, without the TF-MOT
-baseline (``--no-tfmot``: ``export/tfmot_baseline.py`` builds the FCN only), against Conv6's
-targets::
+A convnet (CIFAR-10) is measured the same way against its dense run and Conv6's targets
+(``--no-tfmot`` leaves the TF-MOT baseline out, whose training is as long as the signed run's)::
 
     python export/benchmark.py --signed-run runs/paper/conv2_signed_default_s7531 \\
         --dense-run runs/paper/conv2_none_default_s7531 --no-tfmot --work-dir runs/bench_conv2 \\
@@ -94,17 +94,21 @@ def _export(run: Path, out_dir: Path, formats: str, **options: Any) -> dict[str,
 
 
 def _ensure_trained(a: argparse.Namespace, work: Path) -> tuple[Path, Path | None]:
-    dense, tfmot = work / "fcn_dense", work / "fcn_tfmot"
+    model = str(json.loads((a.signed_run / "metrics.json").read_text()).get("model", "fcn"))
+    dense, tfmot = work / f"{model}_dense", work / f"{model}_tfmot"
     if a.dense_run is not None:
         dense = a.dense_run
         if not (dense / "metrics.json").is_file() or not (dense / "model.keras").is_file():
             raise SystemExit(f"--dense-run {dense}: no metrics.json / model.keras there")
+        other = json.loads((dense / "metrics.json").read_text()).get("model", "fcn")
+        if other != model:
+            raise SystemExit(f"--dense-run {dense} trained {other!r}; the signed run is {model!r}")
     elif a.retrain or not (dense / "metrics.json").is_file():
         import keras_ssm
 
-        print(f"$ keras_ssm.train('fcn', mask=None, epochs={a.dense_epochs}, out={dense})")
+        print(f"$ keras_ssm.train({model!r}, mask=None, epochs={a.dense_epochs}, out={dense})")
         keras_ssm.train(
-            "fcn", mask=None, epochs=a.dense_epochs, out=dense, overwrite=a.retrain, verbose=2
+            model, mask=None, epochs=a.dense_epochs, out=dense, overwrite=a.retrain, verbose=2
         )
     if a.no_tfmot:
         return dense, None
@@ -121,7 +125,7 @@ def _ensure_trained(a: argparse.Namespace, work: Path) -> tuple[Path, Path | Non
             cmd += ["--epochs", str(a.tfmot_epochs)]
         if a.retrain:
             cmd.append("--force")
-        _run(cmd, work / "fcn_tfmot.log")
+        _run(cmd, work / f"{model}_tfmot.log")
     return dense, tfmot
 
 
@@ -392,14 +396,13 @@ def _parser() -> argparse.ArgumentParser:
         "--signed-run",
         required=True,
         type=Path,
-        help="finished signed run folder (model.keras, metrics.json): the FCN, or a convnet "
-        "with --no-tfmot",
+        help="finished signed run folder (model.keras, metrics.json): the FCN or a Conv net",
     )
     p.add_argument(
         "--dense-run",
         type=Path,
-        help="finished dense FCN run folder to use as the baseline (default: train one in "
-        "--work-dir/fcn_dense with --dense-epochs)",
+        help="finished dense run folder of the same model to use as the baseline (default: "
+        "train one in --work-dir/<model>_dense with --dense-epochs)",
     )
     p.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "bench")
     p.add_argument("--dense-epochs", type=int, default=50)
@@ -410,7 +413,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-tfmot",
         action="store_true",
-        help="leave the TF-MOT baseline out (its trainer builds the FCN only)",
+        help="leave the TF-MOT baseline out",
     )
     p.add_argument("--runs", type=int, default=50, help="timed runs per round")
     p.add_argument(
@@ -648,7 +651,7 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
         f"{res['tfmot_remaining']:.4%}, same per-layer sparsity as the signed run, trained by "
         "`export/tfmot_baseline.py` in its own process)"
         if tfmot
-        else "; no TF-MOT baseline (`--no-tfmot`: its trainer builds the FCN only)"
+        else "; no TF-MOT baseline (`--no-tfmot`)"
     )
     tfmot_acc = f", TF-MOT (tf_keras) {acc['tfmot']:.4f}" if tfmot else ""
     lines = [

@@ -2,16 +2,27 @@
 
 TensorFlow Model Optimization 0.8.1 works only on tf_keras (Keras 2) models and importing it
 switches ``tf.keras`` to tf_keras for the whole process, so ``export/benchmark.py`` runs this
-script through ``subprocess``. It trains the paper's FCN (784-300-100-10, ELU, no biases,
-softmax; the dense baseline's ``elu_uniform`` init and SGD recipe) from scratch with
-``prune_low_magnitude`` to the SAME per-layer sparsity as a signed-supermask run (read from that
-run's ``metrics.json``), strips the pruning wrappers and writes into ``--out``:
+script through ``subprocess``.  It builds the signed run's architecture as a dense tf_keras model
+(:func:`twin`: the zoo's dense model -- the FCN or a Conv net -- layer by layer, with the dense
+baseline's initial weights), trains it from scratch with ``prune_low_magnitude`` to the SAME
+per-layer sparsity as a signed-supermask run (read from that run's ``metrics.json``) with the
+dense baseline's optimizer and learning rate (``keras_ssm.recipes.get(model, mask=None)``: SGD,
+Nesterov momentum, learning rate decaying x0.9 every 10 epochs) for the signed run's epochs,
+with tf_keras' weight decay 5e-4 (``--weight-decay``; tf_keras multiplies it by the learning
+rate: 5e-6 per step on the FCN).  The dense recipe's stronger decay (5e-4 per step) cost TF-MOT
+accuracy: FCN at the signed default run's sparsity, 97.21% vs 98.04% with 5e-4; so the baseline
+keeps the setting that serves it best.  It strips the pruning wrappers and writes into ``--out``:
 
-* ``model.onnx`` (tf2onnx from the tf_keras model) and ``model.tflite`` (TFLite converter with
-  ``Optimize.EXPERIMENTAL_SPARSITY``), each checked against tf_keras before it is kept;
-* ``metrics.json``: test accuracy, the sparsity actually reached per layer, the schedule.
+* ``model.onnx`` (tf2onnx from the float32 tf_keras model) and ``model.tflite`` (TFLite
+  converter with ``Optimize.EXPERIMENTAL_SPARSITY``), each checked against tf_keras before it
+  is kept;
+* ``metrics.json``: test accuracy (float32), the sparsity actually reached per layer, the
+  schedule, the precision it trained at.
 
-    python export/tfmot_baseline.py --signed-run runs/sweep/fcn_wd1.5e-4_s7531 \\
+Conv nets train in ``mixed_bfloat16`` where the CPU has AMX (``--precision auto``,
+as ``keras_ssm.train`` picks); what is evaluated and exported is a float32 copy.
+
+    python export/tfmot_baseline.py --signed-run runs/paper/fcn_signed_default_s7531 \\
         --out runs/bench/fcn_tfmot
 """
 
@@ -31,31 +42,48 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"  # tf.keras is tf_keras in this process only
 
-LAYERS = (("dense1", 300, "elu"), ("dense2", 100, "elu"), ("output", 10, "softmax"))
+# the constructor arguments that carry over from a Keras 3 layer to its tf_keras twin
+_ARGS = {
+    "Conv2D": ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
+               "activation", "use_bias"),
+    "Dense": ("units", "activation", "use_bias"),
+    "MaxPooling2D": ("pool_size", "strides", "padding", "data_format"),
+    "Flatten": ("data_format",),
+}  # fmt: skip
 
 
-def build(tf_keras: Any, input_shape: tuple[int, ...], seed: int) -> Any:
-    """The FCN in tf_keras: same layer names, activations and init as keras_ssm's dense fcn."""
-    inputs = tf_keras.Input(input_shape, name="image")
-    x = tf_keras.layers.Flatten(name="flatten")(inputs)
-    fan_in = int(np.prod(input_shape))
-    for i, (name, units, act) in enumerate(LAYERS):
-        limit = math.sqrt(4.5 / fan_in)  # keras_ssm "elu_uniform": U(+-sqrt(4.5 / fan_in))
-        init = tf_keras.initializers.RandomUniform(-limit, limit, seed=seed + i)
-        x = tf_keras.layers.Dense(
-            units, activation=act, use_bias=False, name=name, kernel_initializer=init
-        )(x)
-        fan_in = units
-    return tf_keras.Model(inputs, x, name="fcn_tfmot")
+def twin(tf_keras: Any, model: Any) -> Any:
+    """A tf_keras copy of a Keras 3 model that is a chain of stock layers (the zoo's dense FCN
+    and Conv nets): same layer names, arguments and weights.
+
+    Raises:
+        ValueError: a layer other than Conv2D, Dense, MaxPooling2D and Flatten, or a branch.
+    """
+    inputs = tf_keras.Input(tuple(model.inputs[0].shape[1:]), name=model.layers[0].name)
+    x, previous = inputs, model.layers[0]
+    for layer in model.layers[1:]:
+        kind = type(layer).__name__
+        if kind not in _ARGS or layer.input is not previous.output:
+            raise ValueError(
+                f"tfmot_baseline builds chains of {', '.join(_ARGS)}; {model.name!r} has "
+                f"{kind} {layer.name!r}" + ("" if kind in _ARGS else " (not supported)")
+            )
+        config = layer.get_config()
+        args = {k: config[k] for k in _ARGS[kind] if k in config}
+        x = getattr(tf_keras.layers, kind)(name=layer.name, **args)(x)
+        previous = layer
+    copy = tf_keras.Model(inputs, x, name=f"{model.name}_tfmot")
+    for layer in model.layers[1:]:
+        copy.get_layer(layer.name).set_weights([np.asarray(w) for w in layer.get_weights()])
+    return copy
 
 
-def target_sparsity(signed_metrics: dict[str, Any]) -> dict[str, float]:
-    """Per-layer sparsity (1 - remaining) of the signed run, by layer name."""
+def target_sparsity(signed_metrics: dict[str, Any], names: list[str]) -> dict[str, float]:
+    """Per-layer sparsity (1 - remaining) of the signed run for each layer in ``names`` (the
+    overall sparsity for a layer the run does not list)."""
     layers = {e["name"]: 1.0 - float(e["remaining"]) for e in signed_metrics.get("layers", [])}
-    if all(name in layers for name, _, _ in LAYERS):
-        return {name: layers[name] for name, _, _ in LAYERS}
     overall = 1.0 - float(signed_metrics["remaining"])
-    return {name: overall for name, _, _ in LAYERS}
+    return {name: layers.get(name, overall) for name in names}
 
 
 def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
@@ -81,9 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         help="fraction of training over which sparsity ramps from 0 to the target",
     )
     p.add_argument("--frequency", type=int, default=100, help="pruning frequency (steps)")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, help="default: the dense recipe's")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=5e-4,
+        help="tf_keras SGD weight_decay (applied times the learning rate each step)",
+    )
+    p.add_argument("--batch-size", type=int, help="default: the dense recipe's")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="training precision (auto: bfloat16 for conv nets on a CPU with AMX)",
+    )
     p.add_argument("--seed", type=int, default=7531)
     p.add_argument("--data-dir")
     p.add_argument("--limit", type=int, help="first N train/test images (quick checks)")
@@ -91,35 +130,57 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     signed = json.loads((Path(args.signed_run) / "metrics.json").read_text())
-    sparsity = target_sparsity(signed)
+    name = str(signed.get("model", "fcn"))
     epochs = args.epochs or int(signed.get("epochs", 100))
     out = Path(args.out)
     if (out / "metrics.json").exists() and not args.force:
         print(f"tfmot_baseline: {out} already holds a run; pass --force", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
 
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
+    import keras  # Keras 3: the zoo's dense model, whose twin is trained here
 
-    from keras_ssm import data  # numpy-only loading; no Keras 3 model is built here
+    import keras_ssm
+    from keras_ssm import data, recipes
+    from keras_ssm.training.precision import resolve_precision
 
-    tf_keras.utils.set_random_seed(args.seed)
     dataset = signed.get("dataset", "mnist")
     (x_train, y_train), (x_test, y_test) = data.load_arrays(dataset, data_dir=args.data_dir)
     if args.limit:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
         x_test, y_test = x_test[: args.limit], y_test[: args.limit]
     x_train, x_test = data.standardize_images(x_train), data.standardize_images(x_test)
-    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+    keras.utils.set_random_seed(args.seed)
+    facts = data.info(dataset)
+    dense = keras_ssm.models.get(
+        name, mask=None, input_shape=facts["input_shape"], num_classes=facts["num_classes"]
+    )
+    recipe = recipes.get(name, mask=None)
+    lr0 = args.lr if args.lr is not None else recipe.lr
+    batch_size = args.batch_size or recipe.batch_size
+    precision = resolve_precision(
+        args.precision, convolutional=keras_ssm.models.is_convolutional(name)
+    )
+    out.mkdir(parents=True, exist_ok=True)
+
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(args.seed)
+    base = twin(tf_keras, dense)  # float32: the initial weights, and the final model's shape
+    prunable = (tf_keras.layers.Conv2D, tf_keras.layers.Dense)
+    kernels = [layer.name for layer in base.layers if isinstance(layer, prunable)]
+    sparsity = target_sparsity(signed, kernels)
+    steps_per_epoch = math.ceil(len(x_train) / batch_size)
     total = steps_per_epoch * epochs
     f = args.frequency
     end_step = max(f, int(total * args.prune_fraction) // f * f)  # a multiple of frequency
 
-    base = build(tf_keras, x_train.shape[1:], args.seed)
     prune = tfmot.sparsity.keras.prune_low_magnitude
     poly = tfmot.sparsity.keras.PolynomialDecay
+    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]
+    tf_keras.mixed_precision.set_global_policy(policy)
+    trained = twin(tf_keras, dense)  # built under the training policy
 
     def wrap(layer: Any) -> Any:
         if layer.name in sparsity:
@@ -133,15 +194,15 @@ def main(argv: list[str] | None = None) -> int:
             return prune(layer, pruning_schedule=schedule)
         return layer
 
-    model = tf_keras.models.clone_model(base, clone_function=wrap)
-    lr = tf_keras.optimizers.schedules.ExponentialDecay(args.lr, 10 * steps_per_epoch, 0.9)
-    model.compile(
-        tf_keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay),
-        "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    model = tf_keras.models.clone_model(trained, clone_function=wrap)
+    decay = recipe.decay_epochs * steps_per_epoch
+    lr = tf_keras.optimizers.schedules.ExponentialDecay(lr0, decay, recipe.decay_rate)
+    optimizer = tf_keras.optimizers.SGD(
+        lr, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=args.weight_decay
     )
+    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
     print(
-        f"tfmot_baseline: {epochs} epochs, sparsity ramp 0 -> "
+        f"tfmot_baseline: {name}, {epochs} epochs at {precision}, sparsity ramp 0 -> "
         f"{', '.join(f'{k} {v:.4f}' for k, v in sparsity.items())} over steps 0..{end_step} "
         f"(frequency {f})",
         flush=True,
@@ -150,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     model.fit(
         x_train,
         y_train,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         epochs=epochs,
         shuffle=True,
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
@@ -158,23 +219,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     wall = time.perf_counter() - start
     stripped = tfmot.sparsity.keras.strip_pruning(model)
-    stripped.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    _, acc = stripped.evaluate(x_test, y_test, batch_size=512, verbose=0)
+    tf_keras.mixed_precision.set_global_policy("float32")
+    final = base  # the float32 twin, holding the pruned weights
+    final.set_weights([np.asarray(w, "float32") for w in stripped.get_weights()])
+    final.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, acc = final.evaluate(x_test, y_test, batch_size=512, verbose=0)
     reached = {}
-    for layer in stripped.layers:
+    kernels_size = nonzero = 0
+    for layer in final.layers:
         if layer.name in sparsity:
             k = layer.get_weights()[0]
             reached[layer.name] = float(np.mean(k == 0))
-    kernels = sum(
-        int(np.prod(layer.get_weights()[0].shape))
-        for layer in stripped.layers
-        if layer.name in sparsity
-    )
-    nonzero = sum(
-        int(np.count_nonzero(layer.get_weights()[0]))
-        for layer in stripped.layers
-        if layer.name in sparsity
-    )
+            kernels_size += k.size
+            nonzero += int(np.count_nonzero(k))
 
     # ONNX (tf2onnx from the tf_keras model) and TFLite, each checked before it is kept.
     import onnxruntime as ort
@@ -182,13 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     from ai_edge_litert.interpreter import Interpreter
 
     probe = x_test[:64]
-    want = stripped.predict(probe, verbose=0)
+    want = final.predict(probe, verbose=0)
     spec = (tf.TensorSpec((None, *x_train.shape[1:]), tf.float32, name="input"),)
-    proto, _ = tf2onnx.convert.from_keras(stripped, input_signature=spec, opset=17)
+    proto, _ = tf2onnx.convert.from_keras(final, input_signature=spec, opset=17)
     onnx_data = proto.SerializeToString()
     sess = ort.InferenceSession(onnx_data, providers=["CPUExecutionProvider"])
     err_onnx = _rel_err(sess.run(None, {sess.get_inputs()[0].name: probe})[0], want)
-    converter = tf.lite.TFLiteConverter.from_keras_model(stripped)
+    converter = tf.lite.TFLiteConverter.from_keras_model(final)
     converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     tfl = converter.convert()
     interp = Interpreter(model_content=tfl)
@@ -198,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     interp.set_tensor(inp["index"], probe)
     interp.invoke()
     err_tfl = _rel_err(interp.get_tensor(interp.get_output_details()[0]["index"]), want)
-    if not (err_onnx <= 1e-5 and err_tfl <= 1e-5):
+    if not (err_onnx <= 1e-4 and err_tfl <= 1e-4):
         print(
             f"tfmot_baseline: export differs from tf_keras (onnx {err_onnx:.3g}, "
             f"tflite {err_tfl:.3g}); nothing written",
@@ -209,14 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     _atomic_write(out / "model.tflite", tfl, args.force)
     metrics = {
         "method": "tfmot prune_low_magnitude + strip_pruning (tf_keras)",
+        "model": name,
         "dataset": dataset,
+        "precision": precision,
         "test_accuracy": float(acc),
         "epochs": epochs,
         "wall_time_s": round(wall, 1),
         "target_sparsity": sparsity,
         "reached_sparsity": reached,
-        "remaining": nonzero / kernels,
-        "kernels": kernels,
+        "remaining": nonzero / kernels_size,
+        "kernels": kernels_size,
         "nonzero": nonzero,
         "signed_run": str(args.signed_run),
         "schedule": {
@@ -224,11 +283,12 @@ def main(argv: list[str] | None = None) -> int:
             "end_step": end_step,
             "frequency": f,
             "steps_per_epoch": steps_per_epoch,
-            "lr": args.lr,
-            "lr_decay": "x0.9 every 10 epochs",
-            "weight_decay": args.weight_decay,
-            "optimizer": "SGD nesterov momentum 0.9",
-            "batch_size": args.batch_size,
+            "lr": lr0,
+            "lr_decay": f"x{recipe.decay_rate} every {recipe.decay_epochs} epochs",
+            "tf_keras_weight_decay": args.weight_decay,
+            "weight_decay_per_step_at_lr0": args.weight_decay * lr0,
+            "optimizer": f"SGD nesterov momentum {recipe.momentum}",
+            "batch_size": batch_size,
         },
         "max_rel_error": {"onnx": err_onnx, "tflite": err_tfl},
         "versions": {
@@ -241,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     _atomic_write(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode(), args.force)
     print(
-        f"tfmot_baseline: test accuracy {acc:.4f}, remaining {nonzero / kernels:.4%}; "
+        f"tfmot_baseline: test accuracy {acc:.4f}, remaining {nonzero / kernels_size:.4%}; "
         f"wrote {out}/model.onnx, model.tflite, metrics.json",
         flush=True,
     )

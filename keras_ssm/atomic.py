@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write_text",
     "file_mode",
     "place",
+    "replace_block",
     "save_figure",
     "save_model",
     "write_json",
@@ -131,6 +132,34 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, overwrite: bool =
     """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder; replaces by default."""
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
     atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def replace_block(path: str | os.PathLike[str], begin: str, end: str, text: str) -> None:
+    """Replace what lies between the marker lines ``begin`` and ``end`` of a text file (a
+    generated table inside a hand-written README) with ``text``, atomically.
+
+    Raises:
+        ValueError: the file lacks one of the markers (nothing is written).
+
+    Example:
+        >>> import os, tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "README.md")
+        >>> _ = open(p, "w").write("intro\\n<!-- t -->\\nold\\n<!-- /t -->\\nend\\n")
+        >>> replace_block(p, "<!-- t -->", "<!-- /t -->", "| new |")
+        >>> print(open(p).read(), end="")
+        intro
+        <!-- t -->
+        | new |
+        <!-- /t -->
+        end
+    """
+    with open(path, encoding="utf-8") as f:
+        doc = f.read()
+    if begin not in doc or end not in doc.split(begin, 1)[1]:
+        raise ValueError(f"{os.fspath(path)} has no {begin} ... {end} block to replace")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(path, f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, overwrite: bool = True) -> None:

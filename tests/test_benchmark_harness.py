@@ -110,3 +110,86 @@ def test_markdown_has_both_settings_and_the_profile(bench) -> None:
     assert "b64 us default" in text and "b64 us 1 thread" in text
     assert "-> MISSED" in text and "## Where the time goes" in text
     assert "folds the int8 weights" in text
+
+
+@pytest.fixture(scope="module")
+def summary():
+    spec = importlib.util.spec_from_file_location("ssm_summary", ROOT / "export" / "summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_row_reads_the_result_file(summary) -> None:
+    def art(label: str, size: int, speed: tuple[float, float] | None) -> dict:
+        out = {"label": label, "bytes": size, "smaller_than_dense_onnx": 1_000_000 / size}
+        if speed is not None:
+            pairs = zip((1, 64), speed, strict=True)
+            cells = {f"batch{b}": {"speedup_vs_dense_onnx": v} for b, v in pairs}
+            out["latency"] = {"default": cells, "1 thread": cells}
+        return out
+
+    res = {
+        "model": "conv4",
+        "signed_run": "runs/paper/conv4_signed_default_s7531",
+        "signed_remaining": 0.0123,
+        "keras_accuracy": {"signed": 0.8, "dense": 0.79, "tfmot": None},
+        "signed_export": {"shrink_report": {"layers": [{"units_after": 5}, {"units_after": 7}]}},
+        "artifacts": [
+            art("signed fold+shrink ONNX fp32", 250_000, (2.5, 4.25)),
+            art("signed fold+shrink ONNX int8 (exact)", 62_500, (2.5, 4.25)),
+            art("signed compact .ssm", 5_000, None),
+        ],
+    }
+    text = summary.row(res, "export/RESULTS_conv4.md")
+    cells = [c.strip() for c in text.strip("|").split("|")]
+    assert len(cells) == len(summary.COLUMNS)
+    assert cells[:5] == ["Conv4", "`conv4_signed_default_s7531`", "80.00% / 79.00% / -", "1.23%",
+                         "5-7"]  # fmt: skip
+    assert cells[5] == "200.0x (5.0 KB)" and cells[6] == "16.0x (62.5 KB)"
+    assert cells[7] == cells[8] == "2.50x / 4.25x" and cells[9] == "-"  # no LiteRT file
+
+
+def test_readme_deployment_table_is_generated_from_the_results(summary) -> None:
+    """The README's deployment table is exactly what export/summary.py makes of the committed
+    export/RESULTS*.json files (rerun ``python export/summary.py --write README.md``)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split(summary.BEGIN, 1)[1].split(summary.END, 1)[0].strip()
+    assert block == summary.table(summary.default_paths())
+
+
+def test_graph_timing_variants_compute_the_same_function() -> None:
+    """export/graph_timing.py times crop / no crop / MatMul variants of one FCN: they must be
+    the same function, or the timings compare different work."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    spec = importlib.util.spec_from_file_location("ssm_timing", ROOT / "export" / "graph_timing.py")
+    timing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(timing)
+    x = {"input": np.random.default_rng(0).random((5, 28, 28, 1), np.float32)}
+    box = timing.BOXES[1]
+    outs, ops = {}, {}
+    for kind in timing.KINDS:
+        data = timing.graph(box, 16, kind)
+        ops[kind] = [n.op_type for n in onnx.load_from_string(data).graph.node]
+        outs[kind] = ort.InferenceSession(data).run(None, x)[0]
+    assert ops["crop"][0] == "Slice" and "Slice" not in ops["no crop"]
+    assert "Gemm" in ops["no crop"] and "MatMul" in ops["no crop, MatMul"]
+    for kind in timing.KINDS:
+        np.testing.assert_allclose(outs[kind], outs["no crop"], rtol=1e-5, atol=1e-7)
+
+
+def test_readme_training_table_is_generated_from_the_results() -> None:
+    """The README's training-speed table is what examples/bench_train.py makes of the committed
+    examples/results/bench_train_*.json files (``--table ... --write README.md``)."""
+    path = ROOT / "examples" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("ssm_bench_train", path)
+    bench_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_train)
+    files = sorted(str(p) for p in (ROOT / "examples" / "results").glob("bench_train_*.json"))
+    assert files
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split(bench_train.BEGIN, 1)[1].split(bench_train.END, 1)[0].strip()
+    assert block == bench_train.table(files)

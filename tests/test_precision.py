@@ -129,9 +129,15 @@ def test_resolve_precision_and_jit(tmp_path) -> None:
     flags = tmp_path / "cpuinfo"
     flags.write_text("processor: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
     assert precision.cpu_has_bf16(flags)
+    assert precision.cpu_has_amx(flags)
     flags.write_text("processor: 0\nflags\t\t: fpu sse avx2\n")
-    assert not precision.cpu_has_bf16(flags)
+    assert not precision.cpu_has_bf16(flags) and not precision.cpu_has_amx(flags)
     assert not precision.cpu_has_bf16(tmp_path / "missing")
+    # AVX512-BF16 without AMX (AMD Zen 4): bfloat16 instructions, but not faster (measured)
+    flags.write_text("processor: 0\nmodel name\t: AMD EPYC\nflags\t\t: avx512f avx512_bf16\n")
+    assert precision.cpu_has_bf16(flags) and not precision.cpu_has_amx(flags)
+    described = precision.cpu_description(flags)
+    assert "AMD EPYC" in described and described.endswith("; avx512_bf16)")
 
 
 def test_policy_scope_restores_the_policy() -> None:
@@ -142,9 +148,13 @@ def test_policy_scope_restores_the_policy() -> None:
 
 
 def test_auto_picks_per_model_kind(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a CPU with bfloat16 units: convnets train in bfloat16 without XLA; the FCN in
-    float32 with XLA on TensorFlow (measured fastest, examples/bench_train.py)."""
-    monkeypatch.setattr(precision, "cpu_has_bf16", lambda *a: True)
+    """On a CPU with AMX: convnets train in bfloat16 without XLA; the FCN in float32 with XLA
+    on TensorFlow (measured fastest, examples/bench_train.py); without AMX, float32."""
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda *a: False)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda *a: True)  # AVX512-BF16 alone
+    monkeypatch.setattr(precision, "_accelerated", lambda: False)
+    assert precision.resolve_precision("auto", convolutional=True) == "float32"
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda *a: True)
     monkeypatch.setattr(precision, "_accelerated", lambda: False)
     tf = keras.backend.backend() == "tensorflow"
     assert precision.resolve_precision("auto", convolutional=True) == (

@@ -226,13 +226,12 @@ def cmd_table(args: argparse.Namespace) -> int:
     text = table(Path(args.results))
     print(text)
     if args.write:  # replace the generated block of a Markdown file (e.g. RESULTS.md)
-        path = Path(args.write)
-        doc = path.read_text(encoding="utf-8")
-        if BEGIN not in doc or END not in doc:
-            raise SystemExit(f"{path} has no {BEGIN} ... {END} block to replace")
-        head, rest = doc.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
+        from keras_ssm.atomic import replace_block
+
+        try:
+            replace_block(args.write, BEGIN, END, text)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     return 0
 
 

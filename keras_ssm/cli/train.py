@@ -136,7 +136,7 @@ def register(subparsers: Any) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="training precision; auto: bfloat16 mixed precision on a CPU with AMX/AVX512-BF16 "
+        help="training precision; auto: bfloat16 mixed precision for conv nets on a CPU with AMX "
         "(TensorFlow), else float32. Reported accuracy is always the float32 folded model's",
     )
     train.add_argument(

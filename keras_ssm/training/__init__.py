@@ -5,6 +5,8 @@ from keras_ssm.run_dir import RunDir, RunFolderError, load_model_file, open_run
 from keras_ssm.training.callbacks import HistoryLog
 from keras_ssm.training.precision import (
     PRECISIONS,
+    cpu_description,
+    cpu_has_amx,
     cpu_has_bf16,
     policy_name,
     policy_scope,
@@ -20,6 +22,8 @@ __all__ = [
     "RunDir",
     "RunFolderError",
     "TrainResult",
+    "cpu_description",
+    "cpu_has_amx",
     "cpu_has_bf16",
     "load_model_file",
     "make_strategy",

@@ -7,7 +7,9 @@ uses neither oneDNN nor AMX and is the slowest path.  Hence the defaults:
 
 - precision ``"auto"``: ``"bfloat16"`` (Keras' ``mixed_bfloat16`` policy: variables, scores,
   threshold and optimizer state in float32, layer math in bfloat16) for a convolutional model on
-  TensorFlow with a CPU that has AMX or AVX512-BF16; ``"float32"`` everywhere else.
+  TensorFlow with a CPU that has AMX; ``"float32"`` everywhere else.  AVX512-BF16 alone does not
+  pay: on an AMD EPYC (Zen 4: AVX512-BF16, no AMX, 2 cores) a Conv6 step took 643 ms in
+  bfloat16 and 642 ms in float32 (``examples/results/bench_train_conv6_epyc.json``).
 - jit ``"auto"``: Keras' own choice (on TensorFlow with only a CPU: no XLA; JAX always compiles),
   except for a model without convolutions (the FCN) on a TensorFlow CPU: XLA, which fuses the
   mask's elementwise work into the step (measured: FCN signed 6.6 ms/step in float32 with XLA,
@@ -32,6 +34,8 @@ import keras
 
 __all__ = [
     "PRECISIONS",
+    "cpu_description",
+    "cpu_has_amx",
     "cpu_has_bf16",
     "policy_name",
     "policy_scope",
@@ -43,17 +47,47 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether the CPU runs bfloat16 math natively (AMX or AVX512-BF16 in ``/proc/cpuinfo``)."""
+def _cpuinfo(cpuinfo: str | Path) -> tuple[str, set[str]]:
+    """``(model name, flags)`` of the first processor in ``cpuinfo`` (``("", set())`` when it
+    cannot be read)."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return False
+        return "", set()
+    name, flags = "", set()
     for line in text.splitlines():
-        if line.startswith("flags"):
+        if line.startswith("model name") and not name:
+            name = line.split(":", 1)[-1].strip()
+        elif line.startswith("flags") and not flags:
             flags = set(line.split(":", 1)[-1].split())
-            return any(flag in flags for flag in _BF16_FLAGS)
-    return False
+    return name, flags
+
+
+def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has bfloat16 instructions (AMX or AVX512-BF16 in ``/proc/cpuinfo``)."""
+    return bool(_cpuinfo(cpuinfo)[1] & set(_BF16_FLAGS))
+
+
+def cpu_has_amx(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has AMX bfloat16 tiles (``amx_bf16``): where bfloat16 training is
+    measured faster than float32 (module docstring)."""
+    return "amx_bf16" in _cpuinfo(cpuinfo)[1]
+
+
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU as run records show it: model name, core count and its bfloat16 features.
+
+    >>> cpu_description("/nonexistent")  # doctest: +ELLIPSIS
+    '... CPU cores (...)'
+    """
+    import os
+    import platform
+
+    name, flags = _cpuinfo(cpuinfo)
+    features = [f for f in _BF16_FLAGS if f in flags]
+    detail = ", ".join([platform.machine(), *([name] if name else [])])
+    bf16 = f"; {' '.join(features)}" if features else ""
+    return f"{os.cpu_count()} CPU cores ({detail}{bf16})"
 
 
 def _accelerated() -> bool:
@@ -77,7 +111,7 @@ def resolve_precision(precision: str = "auto", *, convolutional: bool = True) ->
         raise ValueError(f"Unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}.")
     if precision != "auto":
         return precision
-    fast_bf16 = keras.backend.backend() == "tensorflow" and not _accelerated() and cpu_has_bf16()
+    fast_bf16 = keras.backend.backend() == "tensorflow" and not _accelerated() and cpu_has_amx()
     return "bfloat16" if fast_bf16 and convolutional else "float32"
 
 

@@ -108,7 +108,9 @@ def _hardware() -> str:
 
         devices = jax.devices()
         return f"{len(devices)}x {devices[0].device_kind} ({devices[0].platform})"
-    return f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    from keras_ssm.training.precision import cpu_description
+
+    return cpu_description()
 
 
 def _recipe(model: str, mask: str | None, recipe: Any, overrides: dict[str, Any]) -> Any:

@@ -1,0 +1,135 @@
+"""The README's deployment table, generated from the benchmark's result files.
+
+Each ``export/RESULTS*.json`` written by ``export/benchmark.py`` becomes one row: the signed
+run, its accuracy next to the dense (and TF-MOT) baseline's, how much smaller its compact and
+int8 files are, and how much faster its shrunk ONNX and sparse LiteRT files run than the dense
+ONNX file, under default session options and under one thread.  The numbers are the files';
+nothing here is typed by hand.
+
+    python export/summary.py --write README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BEGIN, END = "<!-- deployment table: begin -->", "<!-- deployment table: end -->"
+NAMES = {"fcn": "FCN", "conv2": "Conv2", "conv4": "Conv4", "conv6": "Conv6", "conv8": "Conv8"}
+COLUMNS = (
+    "model",
+    "signed run",
+    "accuracy: signed / dense / TF-MOT",
+    "remaining",
+    "shrunk to",
+    "compact `.ssm`",
+    "int8 ONNX",
+    "ONNX b1 / b64, default",
+    "ONNX b1 / b64, 1 thread",
+    "LiteRT b1 / b64, default",
+    "results",
+)
+
+
+def _artifact(res: dict[str, Any], label: str) -> dict[str, Any] | None:
+    return next((a for a in res["artifacts"] if a["label"] == label), None)
+
+
+def _speedups(artifact: dict[str, Any] | None, setting: str) -> str:
+    if artifact is None or not artifact.get("latency"):
+        return "-"
+    cells = artifact["latency"][setting]
+    return " / ".join(f"{cells[f'batch{b}']['speedup_vs_dense_onnx']:.2f}x" for b in (1, 64))
+
+
+def _smaller(artifact: dict[str, Any] | None) -> str:
+    if artifact is None:
+        return "-"
+    return f"{artifact['smaller_than_dense_onnx']:.1f}x ({artifact['bytes'] / 1000:,.1f} KB)"
+
+
+def _shrunk(res: dict[str, Any]) -> str:
+    layers = res.get("signed_export", {}).get("shrink_report", {}).get("layers", [])
+    kept = [f"{e['units_after']}" for e in layers if "units_after" in e]
+    return "-".join(kept) if kept else "-"
+
+
+def row(res: dict[str, Any], results_md: str) -> str:
+    """One Markdown table row for a benchmark result (``RESULTS*.json``)."""
+    acc = res["keras_accuracy"]
+    accuracy = " / ".join(
+        f"{100 * acc[k]:.2f}%" if acc.get(k) is not None else "-"
+        for k in ("signed", "dense", "tfmot")
+    )
+    fp32 = _artifact(res, "signed fold+shrink ONNX fp32")
+    cells = [
+        NAMES.get(res.get("model", "fcn"), res.get("model", "fcn")),
+        f"`{Path(res['signed_run']).name}`",
+        accuracy,
+        f"{100 * res['signed_remaining']:.2f}%",
+        _shrunk(res),
+        _smaller(_artifact(res, "signed compact .ssm")),
+        _smaller(_artifact(res, "signed fold+shrink ONNX int8 (exact)")),
+        _speedups(fp32, "default"),
+        _speedups(fp32, "1 thread"),
+        _speedups(_artifact(res, "signed fold+shrink LiteRT (sparse)"), "default"),
+        f"[{results_md}]({results_md})",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(paths: list[Path]) -> str:
+    """The Markdown table for the given result files (one row each, in the order given)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for path in paths:
+        res = json.loads(path.read_text(encoding="utf-8"))
+        md = path.with_suffix(".md")
+        link = md.relative_to(ROOT).as_posix() if md.is_relative_to(ROOT) else str(md)
+        lines.append(row(res, link))
+    return "\n".join(lines)
+
+
+def default_paths() -> list[Path]:
+    """``export/RESULTS*.json``, by model (FCN first), then by file name."""
+    order = list(NAMES)
+
+    def key(path: Path) -> tuple[int, int, str]:
+        model = json.loads(path.read_text(encoding="utf-8")).get("model", "fcn")
+        return (order.index(model) if model in order else len(order), len(path.name), path.name)
+
+    return sorted(HERE.glob("RESULTS*.json"), key=key)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "results",
+        nargs="*",
+        type=Path,
+        help="benchmark result files (default: export/RESULTS*.json, FCN first)",
+    )
+    p.add_argument("--write", type=Path, help="replace the table block of this Markdown file")
+    a = p.parse_args(argv)
+    paths = a.results or default_paths()
+    if not paths:
+        raise SystemExit("no benchmark result files (export/RESULTS*.json) to summarize")
+    text = table([q.resolve() for q in paths])
+    print(text)
+    if a.write is not None:
+        sys.path.insert(0, str(ROOT))
+        from keras_ssm.atomic import replace_block
+
+        try:
+            replace_block(a.write, BEGIN, END, text)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

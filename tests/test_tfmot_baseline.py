@@ -1,0 +1,64 @@
+"""export/tfmot_baseline.py: the TF-MOT baseline of the benchmark (its own process, tf_keras)
+trains the signed run's architecture to the signed run's per-layer sparsity and exports files
+that match tf_keras."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from tests.fixtures import write_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="TF-MOT runs on TensorFlow (tf_keras)"
+)
+
+
+@pytest.mark.parametrize("model", ["fcn", "conv2"])
+def test_tfmot_baseline_reaches_the_signed_runs_sparsity(model, tmp_path) -> None:
+    import onnxruntime as ort
+
+    data = write_mnist(tmp_path / "data", n_train=256, n_test=64)
+    names = ["dense1", "dense2", "output"]
+    if model != "fcn":
+        names = ["conv1", "conv2", *names]
+    remaining = dict(zip(names, [0.5, 0.2, 0.1, 0.05, 0.3][: len(names)], strict=True))
+    signed = tmp_path / "signed"
+    signed.mkdir()
+    metrics = {
+        "model": model,
+        "dataset": "mnist",
+        "epochs": 1,
+        "remaining": 0.1,
+        "layers": [{"name": k, "remaining": v} for k, v in remaining.items()],
+    }
+    (signed / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "tfmot"
+    env = {**os.environ, "KERAS_SSM_DATA_DIR": str(data), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    script = str(ROOT / "export" / "tfmot_baseline.py")
+    cmd = [sys.executable, script, "--signed-run", str(signed), "--out", str(out)]
+    cmd += ["--frequency", "1", "--precision", "float32"]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["model"] == model and got["precision"] == "float32"
+    assert set(got["reached_sparsity"]) == set(names)
+    for name, kept in remaining.items():  # pruned to the signed run's sparsity, layer by layer
+        assert got["reached_sparsity"][name] == pytest.approx(1 - kept, abs=0.01)
+    assert got["max_rel_error"]["onnx"] <= 1e-4 and got["max_rel_error"]["tflite"] <= 1e-4
+    # the pruned kernels are what the ONNX file holds: zeros where TF-MOT pruned
+    sess = ort.InferenceSession(str(out / "model.onnx"))
+    x = np.random.default_rng(0).normal(size=(2, 28, 28, 1)).astype("float32")
+    assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape == (2, 10)
+    assert (out / "model.tflite").stat().st_size > 0
+    # a second run refuses to overwrite without --force
+    again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "--force" in again.stderr
