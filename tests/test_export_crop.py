@@ -78,7 +78,9 @@ def test_nothing_to_crop() -> None:
     same, report = crop_inputs(model)
     assert report.box is None and same is model and "nothing to crop" in str(report)
     conv = keras.Sequential([keras.Input((6, 6, 1)), L.Conv2D(2, 3), L.Flatten(), L.Dense(2)])
-    assert crop_inputs(conv)[1].box is None  # only the Flatten -> Dense pattern is cropped
+    conv_report = crop_inputs(conv)[1]
+    assert conv_report.box is None  # only the Flatten -> Dense pattern is cropped
+    assert "does not feed a Flatten -> Dense" in str(conv_report)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="ONNX/LiteRT need TF")

@@ -79,6 +79,8 @@ class CropReport:
                 f"{self.features_before} features, more than max_kept allows "
                 f"({self.features_read} read)"
             )
+        if self.box is None and self.features_before == 0:
+            return "inputs: not cropped (the input does not feed a Flatten -> Dense)"
         if self.box is None:
             return f"inputs: nothing to crop ({self.features_read}/{self.features_before} read)"
         return (
