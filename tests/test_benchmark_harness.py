@@ -11,12 +11,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("ssm_benchmark", ROOT / "export" / "benchmark.py")
+def _load_script(relative: str, name: str):
+    """Import a script of the repository (not a package module) by its path."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load_script("export/benchmark.py", "ssm_benchmark")
 
 
 def test_no_quant_qdq_override() -> None:
@@ -114,10 +119,7 @@ def test_markdown_has_both_settings_and_the_profile(bench) -> None:
 
 @pytest.fixture(scope="module")
 def summary():
-    spec = importlib.util.spec_from_file_location("ssm_summary", ROOT / "export" / "summary.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_script("export/summary.py", "ssm_summary")
 
 
 def test_summary_row_reads_the_result_file(summary) -> None:
@@ -165,9 +167,7 @@ def test_graph_timing_variants_compute_the_same_function() -> None:
     import onnx
     import onnxruntime as ort
 
-    spec = importlib.util.spec_from_file_location("ssm_timing", ROOT / "export" / "graph_timing.py")
-    timing = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(timing)
+    timing = _load_script("export/graph_timing.py", "ssm_timing")
     x = {"input": np.random.default_rng(0).random((5, 28, 28, 1), np.float32)}
     box = timing.BOXES[1]
     outs, ops = {}, {}
@@ -184,10 +184,7 @@ def test_graph_timing_variants_compute_the_same_function() -> None:
 def test_readme_training_table_is_generated_from_the_results() -> None:
     """The README's training-speed table is what examples/bench_train.py makes of the committed
     examples/results/bench_train_*.json files (``--table ... --write README.md``)."""
-    path = ROOT / "examples" / "bench_train.py"
-    spec = importlib.util.spec_from_file_location("ssm_bench_train", path)
-    bench_train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_train)
+    bench_train = _load_script("examples/bench_train.py", "ssm_bench_train")
     files = sorted(str(p) for p in (ROOT / "examples" / "results").glob("bench_train_*.json"))
     assert files
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
