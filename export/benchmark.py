@@ -6,8 +6,8 @@ Builds and measures side by side, in one run:
    --mask none``), or one trained here (``--dense-epochs``), exported with ``ssm export``
    (ONNX, LiteRT);
 2. TF-MOT ``prune_low_magnitude`` + ``strip_pruning`` of the same architecture (the FCN or a
-   Conv net), trained to the signed run's per-layer sparsity with the dense recipe and the
-   signed run's epoch budget (``export/tfmot_baseline.py``, in its own process: tf_keras),
+   Conv net), trained to the signed run's per-layer sparsity with the dense recipe's optimizer
+   and learning rate and the signed run's epoch budget (``export/tfmot_baseline.py``, in its own process: tf_keras),
    exported to ONNX (tf2onnx) and TFLite (sparse storage);
 3. the signed supermask run, exported exactly as ``ssm export --format onnx,litert,compact
    --shrink --int8`` does: folded, shrunk, the unread input border cropped (one ``Slice``),

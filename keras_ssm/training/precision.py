@@ -7,9 +7,11 @@ uses neither oneDNN nor AMX and is the slowest path.  Hence the defaults:
 
 - precision ``"auto"``: ``"bfloat16"`` (Keras' ``mixed_bfloat16`` policy: variables, scores,
   threshold and optimizer state in float32, layer math in bfloat16) for a convolutional model on
-  TensorFlow with a CPU that has AMX; ``"float32"`` everywhere else.  AVX512-BF16 alone does not
-  pay: on an AMD EPYC (Zen 4: AVX512-BF16, no AMX, 2 cores) a Conv6 step took 643 ms in
-  bfloat16 and 642 ms in float32 (``examples/results/bench_train_conv6_epyc.json``).
+  TensorFlow with a CPU that has AMX; ``"float32"`` everywhere else.  AVX512-BF16 alone did not
+  pay: on an AMD EPYC (Zen 4: AVX512-BF16, no AMX, 2 cores) the dense Conv6 step took 644 ms in
+  bfloat16 and 643 ms in float32 (signed: 502 and 643 ms; step times on that VM cluster at a
+  few values, ``examples/results/bench_train_conv6_epyc.json``), so there bfloat16 would only
+  add rounding.
 - jit ``"auto"``: Keras' own choice (on TensorFlow with only a CPU: no XLA; JAX always compiles),
   except for a model without convolutions (the FCN) on a TensorFlow CPU: XLA, which fuses the
   mask's elementwise work into the step (measured: FCN signed 6.6 ms/step in float32 with XLA,
