@@ -24,7 +24,12 @@ import keras
 
 from keras_ssm.run_dir import RunDir
 from keras_ssm.training.callbacks import HistoryLog
-from keras_ssm.training.precision import policy_scope, resolve_jit, resolve_precision
+from keras_ssm.training.precision import (
+    cpu_description,
+    policy_scope,
+    resolve_jit,
+    resolve_precision,
+)
 
 __all__ = ["STRATEGIES", "TrainResult", "make_strategy", "train"]
 
@@ -108,8 +113,6 @@ def _hardware() -> str:
 
         devices = jax.devices()
         return f"{len(devices)}x {devices[0].device_kind} ({devices[0].platform})"
-    from keras_ssm.training.precision import cpu_description
-
     return cpu_description()
 
 
