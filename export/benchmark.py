@@ -7,8 +7,8 @@ Builds and measures side by side, in one run:
    (ONNX, LiteRT);
 2. TF-MOT ``prune_low_magnitude`` + ``strip_pruning`` of the same architecture (the FCN or a
    Conv net), trained to the signed run's per-layer sparsity with the dense recipe's optimizer
-   and learning rate and the signed run's epoch budget (``export/tfmot_baseline.py``, in its own process: tf_keras),
-   exported to ONNX (tf2onnx) and TFLite (sparse storage);
+   and learning rate and the signed run's epoch budget (``export/tfmot_baseline.py``, in its
+   own process: tf_keras), exported to ONNX (tf2onnx) and TFLite (sparse storage);
 3. the signed supermask run, exported exactly as ``ssm export --format onnx,litert,compact
    --shrink --int8`` does: folded, shrunk, the unread input border cropped (one ``Slice``),
    ONNX fp32, exact int8 ONNX (int8 codes, ``Cast``, ``Mul`` by the layer's scale), LiteRT and
