@@ -121,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     text = table([q.resolve() for q in paths])
     print(text)
     if a.write is not None:
-        sys.path.insert(0, str(ROOT))
         from keras_ssm.atomic import replace_block
 
         try:
