@@ -62,6 +62,7 @@ SETTINGS = ("default", "1 thread")  # session settings every ONNX / LiteRT file 
 BATCHES = (1, 64)
 SIGNED_FP32 = "signed fold+shrink ONNX fp32"
 SIGNED_INT8 = "signed fold+shrink ONNX int8 (exact)"
+SIGNED_INT2 = "signed fold+shrink ONNX int2 (exact)"
 SIGNED_LITERT = "signed fold+shrink LiteRT (sparse)"
 SIGNED_COMPACT = "signed compact .ssm"
 DENSE_ONNX = "dense ONNX fp32"
@@ -284,6 +285,7 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
 
     import keras_ssm
     from keras_ssm.export import load_test_set
+    from keras_ssm.export.pipeline import open_source
     from keras_ssm.export.runtime import file_sizes, keras_scores
 
     signed_metrics = json.loads((a.signed_run / "metrics.json").read_text())
@@ -291,10 +293,11 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
     tfmot_metrics = (
         json.loads((tfmot_run / "metrics.json").read_text()) if tfmot_run is not None else {}
     )
-    exp = {k: work / f"{k}_export" for k in ("dense", "signed")}
+    exp = {k: work / f"{k}_export" for k in ("dense", "signed", "signed_int2")}
     print("== exporting", flush=True)
     _export(dense_run, exp["dense"], "onnx,litert")
     manifest = _export(a.signed_run, exp["signed"], "onnx,litert,compact", shrink=True, int8=True)
+    _export(a.signed_run, exp["signed_int2"], "onnx", shrink=True, int8=True, code_bits=2)
     crop = manifest.get("crop") or {}
     shrink_report = manifest.get("shrink_report") or {}
     crop_note = (
@@ -322,6 +325,13 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
         ),
         Artifact("signed", SIGNED_FP32, exp["signed"] / "model.onnx", "onnxruntime", shrink_note),
         Artifact("signed", SIGNED_INT8, exp["signed"] / "model_int8.onnx", "onnxruntime"),
+        Artifact(
+            "signed",
+            SIGNED_INT2,
+            exp["signed_int2"] / "model_int2.onnx",
+            "onnxruntime",
+            "2-bit codes (`--code-bits 2`, opset 25)",
+        ),
         Artifact("signed", SIGNED_LITERT, exp["signed"] / "model.tflite", "litert"),
         Artifact("signed", SIGNED_COMPACT, exp["signed"] / "model.ssm", "keras"),
     ]
@@ -329,7 +339,7 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
     print("== accuracy on the exported artifacts", flush=True)
     x, y = load_test_set(signed_metrics.get("dataset", "mnist"))
     # The float32 models (what was exported), whatever precision the runs trained in.
-    signed_model = keras_ssm.wrap.to_float32(keras.saving.load_model(a.signed_run / "model.keras"))
+    signed_model = keras_ssm.wrap.to_float32(open_source(a.signed_run)[1])
     dense_model = keras_ssm.wrap.to_float32(keras.saving.load_model(dense_run / "model.keras"))
     n = len(y)
     keras_correct = {
@@ -347,25 +357,29 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
         for setting in settings:
             scores = _scores(art, x, setting, a.threads)
             correct[setting] = int(np.sum(np.argmax(scores, -1) == y))
-            if art.label in (SIGNED_FP32, SIGNED_INT8):
+            if art.label in (SIGNED_FP32, SIGNED_INT8, SIGNED_INT2):
                 signed_scores[(art.label, setting)] = scores
         art.result["correct"] = correct
         art.result["accuracy"] = next(iter(correct.values())) / n
         art.result["equals_keras"] = all(c == keras_correct[art.group] for c in correct.values())
         art.result.update(file_sizes(art.path))
         print(f"  {art.label:<40} correct {correct} (keras {keras_correct[art.group]})", flush=True)
-    int8_vs_fp32 = {
-        s: {
-            "bit_equal": bool(
-                np.array_equal(signed_scores[(SIGNED_FP32, s)], signed_scores[(SIGNED_INT8, s)])
-            ),
-            "max_abs_diff": float(
-                np.max(np.abs(signed_scores[(SIGNED_FP32, s)] - signed_scores[(SIGNED_INT8, s)]))
-            ),
+
+    def versus_fp32(label: str) -> dict[str, dict[str, Any]]:
+        return {
+            s: {
+                "bit_equal": bool(
+                    np.array_equal(signed_scores[(SIGNED_FP32, s)], signed_scores[(label, s)])
+                ),
+                "max_abs_diff": float(
+                    np.max(np.abs(signed_scores[(SIGNED_FP32, s)] - signed_scores[(label, s)]))
+                ),
+            }
+            for s in SETTINGS
         }
-        for s in SETTINGS
-    }
-    print(f"  int8 vs fp32 ONNX outputs: {int8_vs_fp32}", flush=True)
+
+    int8_vs_fp32, int2_vs_fp32 = versus_fp32(SIGNED_INT8), versus_fp32(SIGNED_INT2)
+    print(f"  int8 / int2 vs fp32 ONNX outputs: {int8_vs_fp32} / {int2_vs_fp32}", flush=True)
     return {
         "model": signed_metrics.get("model", "fcn"),
         "dataset": signed_metrics.get("dataset", "mnist"),
@@ -383,6 +397,7 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
             k: manifest.get(k) for k in ("crop", "shrink_report", "shrink_max_rel_error", "files")
         },
         "int8_vs_fp32_onnx": int8_vs_fp32,
+        "int2_vs_fp32_onnx": int2_vs_fp32,
         "test_images": n,
         "artifacts": [art.to_dict() for art in arts],
         "prepare_wall_s": round(time.perf_counter() - t_start, 1),
@@ -465,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from keras_ssm.export import atomic_write_bytes, load_test_set
     from keras_ssm.export.runtime import batch_of, library_versions, summarize, timed
+    from keras_ssm.training import cpu_description
 
     arts = [Artifact.from_dict(d) for d in prepared["artifacts"]]
     x, _ = load_test_set(prepared.get("dataset", "mnist"))
@@ -524,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
                 "litert": f"num_threads={a.threads}, XNNPACK",
             },
             "cpu_count": os.cpu_count(),
+            "cpu": cpu_description(),
             "timing_niceness": os.nice(0),
             "load_average": {"start": load_start, "before": load_before, "after": load_after},
         },
@@ -575,7 +592,11 @@ def _targets(res: dict[str, Any], arts: list[Artifact]) -> list[dict[str, Any]]:
                 }
             )
     sizes = (
-        ((SIGNED_INT8, TARGET_INT8, "int8 ONNX"), (SIGNED_COMPACT, TARGET_COMPACT, "compact .ssm"))
+        (
+            (SIGNED_INT8, TARGET_INT8, "int8 ONNX"),
+            (SIGNED_INT2, TARGET_INT8, "int2 ONNX (`--code-bits 2`)"),
+            (SIGNED_COMPACT, TARGET_COMPACT, "compact .ssm"),
+        )
         if fcn
         else ((SIGNED_COMPACT, TARGET_CONV_COMPACT, "compact .ssm"),)
     )
@@ -610,14 +631,17 @@ def _targets(res: dict[str, Any], arts: list[Artifact]) -> list[dict[str, Any]]:
             "met": not differ,
         }
     )
-    eq = res["int8_vs_fp32_onnx"]
-    checks.append(
-        {
-            "what": "int8 ONNX outputs bit-equal to the fp32 ONNX's (10,000 images)",
-            "got": ", ".join(f"{s}: {_equal_text(v)}" for s, v in eq.items()),
-            "met": all(v["bit_equal"] for v in eq.values()),
-        }
-    )
+    for name in ("int8", "int2"):
+        eq = res.get(f"{name}_vs_fp32_onnx")
+        if eq is None:  # a result file from before the int2 artifact
+            continue
+        checks.append(
+            {
+                "what": f"{name} ONNX outputs bit-equal to the fp32 ONNX's (10,000 images)",
+                "got": ", ".join(f"{s}: {_equal_text(v)}" for s, v in eq.items()),
+                "met": all(v["bit_equal"] for v in eq.values()),
+            }
+        )
     return checks
 
 
@@ -679,7 +703,8 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
         "thread settings, no `session.disable_quant_qdq`), LiteRT `num_threads=None`. "
         "**1 thread**: onnxruntime `intra_op_num_threads=1`, `inter_op_num_threads=1`, "
         "`ORT_SEQUENTIAL`; LiteRT `num_threads=1` (XNNPACK)",
-        f"- machine: {st['cpu_count']} CPU cores shared with other jobs; 1-minute load average "
+        f"- machine: {st.get('cpu', str(st['cpu_count']) + ' CPU cores')}, shared with other "
+        "jobs; 1-minute load average "
         f"{load['start'][0]:.2f} at the start, {load['before'][0]:.2f} before and "
         f"{load['after'][0]:.2f} after the latency rounds ({res['timing_s']:.0f} s; timing at "
         f"niceness {st['timing_niceness']}); wall time {res['wall_s']:.0f} s (heavy part "

@@ -1,10 +1,10 @@
 """The README's deployment table, generated from the benchmark's result files.
 
 Each ``export/RESULTS*.json`` written by ``export/benchmark.py`` becomes one row: the signed
-run, its accuracy next to the dense (and TF-MOT) baseline's, how much smaller its compact and
-int8 files are, and how much faster its shrunk ONNX and sparse LiteRT files run than the dense
-ONNX file, under default session options and under one thread.  The numbers are the files';
-nothing here is typed by hand.
+run, its accuracy next to the dense (and TF-MOT) baseline's, how much smaller its compact,
+int8 and int2 files are ("-": measured before the int2 file existed), and how much faster its
+shrunk ONNX and sparse LiteRT files run than the dense ONNX file, under default session options
+and under one thread.  The numbers are the files'; nothing here is typed by hand.
 
     python export/summary.py --write README.md
 """
@@ -29,6 +29,7 @@ COLUMNS = (
     "shrunk to",
     "compact `.ssm`",
     "int8 ONNX",
+    "int2 ONNX",
     "ONNX b1 / b64, default",
     "ONNX b1 / b64, 1 thread",
     "LiteRT b1 / b64, default",
@@ -75,6 +76,7 @@ def row(res: dict[str, Any], results_md: str) -> str:
         _shrunk(res),
         _smaller(_artifact(res, "signed compact .ssm")),
         _smaller(_artifact(res, "signed fold+shrink ONNX int8 (exact)")),
+        _smaller(_artifact(res, "signed fold+shrink ONNX int2 (exact)")),
         _speedups(fp32, "default"),
         _speedups(fp32, "1 thread"),
         _speedups(_artifact(res, "signed fold+shrink LiteRT (sparse)"), "default"),

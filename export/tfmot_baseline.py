@@ -92,10 +92,6 @@ def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
     atomic_write_bytes(path, data, overwrite=overwrite)
 
 
-def _rel_err(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-30))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Train, prune, strip, export and check; return the exit status."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -238,13 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     import tf2onnx
     from ai_edge_litert.interpreter import Interpreter
 
+    from keras_ssm.export import max_rel_error
+
     probe = x_test[:64]
     want = final.predict(probe, verbose=0)
     spec = (tf.TensorSpec((None, *x_train.shape[1:]), tf.float32, name="input"),)
     proto, _ = tf2onnx.convert.from_keras(final, input_signature=spec, opset=17)
     onnx_data = proto.SerializeToString()
     sess = ort.InferenceSession(onnx_data, providers=["CPUExecutionProvider"])
-    err_onnx = _rel_err(sess.run(None, {sess.get_inputs()[0].name: probe})[0], want)
+    err_onnx = max_rel_error(sess.run(None, {sess.get_inputs()[0].name: probe}), [want])
     converter = tf.lite.TFLiteConverter.from_keras_model(final)
     converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     tfl = converter.convert()
@@ -254,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     interp.allocate_tensors()
     interp.set_tensor(inp["index"], probe)
     interp.invoke()
-    err_tfl = _rel_err(interp.get_tensor(interp.get_output_details()[0]["index"]), want)
+    err_tfl = max_rel_error([interp.get_tensor(interp.get_output_details()[0]["index"])], [want])
     if not (err_onnx <= 1e-4 and err_tfl <= 1e-4):
         print(
             f"tfmot_baseline: export differs from tf_keras (onnx {err_onnx:.3g}, "

@@ -46,6 +46,7 @@ def _results(bench, b64: float, b1: float) -> tuple[dict, list]:
         ("dense", bench.DENSE_ONNX, "onnxruntime", 1_000_000, lat(1, 1)),
         ("signed", bench.SIGNED_FP32, "onnxruntime", 250_000, lat(b64, b1)),
         ("signed", bench.SIGNED_INT8, "onnxruntime", 62_000, lat(b64, b1)),
+        ("signed", bench.SIGNED_INT2, "onnxruntime", 70_000, lat(b64, b1)),
         ("signed", bench.SIGNED_COMPACT, "keras", 6_000, {}),
     ]
     arts = []
@@ -68,6 +69,9 @@ def _results(bench, b64: float, b1: float) -> tuple[dict, list]:
         "test_images": 10_000,
         "keras_correct": {"signed": 9800, "dense": 9750, "tfmot": 9790},
         "int8_vs_fp32_onnx": {s: {"bit_equal": True, "max_abs_diff": 0.0} for s in bench.SETTINGS},
+        "int2_vs_fp32_onnx": {
+            s: {"bit_equal": s != "default", "max_abs_diff": 1e-7} for s in bench.SETTINGS
+        },
     }
     return res, arts
 
@@ -79,8 +83,12 @@ def test_targets_met_and_missed(bench) -> None:
     speed1 = [met for what, met in got.items() if what.startswith("batch 1 ")]
     assert speed64 == [True, True] and speed1 == [False, False]
     assert any("int8 ONNX >= 16x" in w and met for w, met in got.items())  # 16.1x
+    assert any("int2 ONNX (`--code-bits 2`) >= 16x" in w and not met for w, met in got.items())
     assert any("compact .ssm >= 150x" in w and met for w, met in got.items())  # 166.7x
-    assert all(met for w, met in got.items() if "accuracy" in w or "bit-equal" in w)
+    assert all(met for w, met in got.items() if "accuracy" in w or "int8 ONNX outputs" in w)
+    assert [met for w, met in got.items() if "int2 ONNX outputs" in w] == [False]  # not bit-equal
+    del res["int2_vs_fp32_onnx"]  # a result file from before the int2 file: no such check
+    assert not [t for t in bench._targets(res, arts) if "int2 ONNX outputs" in t["what"]]
 
 
 def test_markdown_has_both_settings_and_the_profile(bench) -> None:
@@ -140,6 +148,7 @@ def test_summary_row_reads_the_result_file(summary) -> None:
         "artifacts": [
             art("signed fold+shrink ONNX fp32", 250_000, (2.5, 4.25)),
             art("signed fold+shrink ONNX int8 (exact)", 62_500, (2.5, 4.25)),
+            art("signed fold+shrink ONNX int2 (exact)", 20_000, (2.5, 4.25)),
             art("signed compact .ssm", 5_000, None),
         ],
     }
@@ -149,7 +158,10 @@ def test_summary_row_reads_the_result_file(summary) -> None:
     assert cells[:5] == ["Conv4", "`conv4_signed_default_s7531`", "80.00% / 79.00% / -", "1.23%",
                          "5-7"]  # fmt: skip
     assert cells[5] == "200.0x (5.0 KB)" and cells[6] == "16.0x (62.5 KB)"
-    assert cells[7] == cells[8] == "2.50x / 4.25x" and cells[9] == "-"  # no LiteRT file
+    assert cells[7] == "50.0x (20.0 KB)"
+    assert cells[8] == cells[9] == "2.50x / 4.25x" and cells[10] == "-"  # no LiteRT file
+    res["artifacts"].pop(2)  # a result file from before the int2 file
+    assert [c.strip() for c in summary.row(res, "r.md").strip("|").split("|")][7] == "-"
 
 
 def test_readme_deployment_table_is_generated_from_the_results(summary) -> None:

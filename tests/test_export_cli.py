@@ -204,6 +204,57 @@ def test_usage_errors(tmp_path: Path, argv: list[str], match: str) -> None:
         ssm("bench", str(run))
 
 
+@pytest.mark.parametrize("bits", [4, 2])
+def test_code_bits_write_a_narrower_exact_file(tmp_path: Path, bits: int) -> None:
+    """``--int8 --code-bits 4|2``: model_int4.onnx / model_int2.onnx, exact, and smaller than
+    the int8 file."""
+    run = make_run(tmp_path / "run")
+    argv = ["--format", "onnx", "--shrink", "--int8", "--quiet"]
+    ssm("export", str(run), *argv, "--out-dir", str(tmp_path / "b8"))
+    report = ssm(
+        "export", str(run), *argv, "--code-bits", str(bits), "--out-dir", str(tmp_path / "b")
+    )
+    name = f"model_int{bits}.onnx"
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["export.json", "model.onnx", name]
+    assert report["code_bits"] == bits and report["files"][name]["opset"] == {4: 21, 2: 25}[bits]
+    assert {w["bits"] for w in report["files"][name]["int8_weights"]} == {bits}
+    x = np.random.default_rng(0).standard_normal((5, 28, 28, 1)).astype("float32")
+    got = runtime.onnx_predict(tmp_path / "b" / name, x)
+    np.testing.assert_array_equal(got, runtime.onnx_predict(tmp_path / "b" / "model.onnx", x))
+    narrow = (tmp_path / "b" / name).stat().st_size
+    assert narrow < (tmp_path / "b8" / "model_int8.onnx").stat().st_size
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        ssm("export", str(run), *argv, "--code-bits", "3")
+    with pytest.raises(ValueError, match="code_bits .--code-bits. must be one of 8, 4, 2; got 3"):
+        keras_ssm.export.export_run(run, "onnx", int8=True, code_bits=3, out_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_committed_results_folder_exports_from_its_compact_file(
+    exported: Path, tmp_path: Path
+) -> None:
+    """A folder that keeps only ``model.ssm`` and ``metrics.json`` (what
+    ``examples/paper/results/<run>`` commits) re-exports like the run it came from; so does
+    the ``.ssm`` file itself."""
+    import shutil
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for name in ("metrics.json",):
+        shutil.copy(exported / name, folder / name)
+    shutil.copy(exported / "export" / "model.ssm", folder / "model.ssm")
+    report = ssm("export", str(folder), "--format", "onnx", "--int8", "--quiet")
+    assert report["source"] == str(folder / "model.ssm") and report["dataset"] == "mnist"
+    x = np.random.default_rng(4).standard_normal((5, 28, 28, 1)).astype("float32")
+    want = _reference(exported, x)
+    for name in ("model.onnx", "model_int8.onnx"):
+        got = runtime.onnx_predict(folder / "export" / name, x)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    again = ssm("export", str(folder / "model.ssm"), "--format", "compact", "--out-dir",
+                str(tmp_path / "again"), "--quiet")  # fmt: skip
+    assert again["files"]["model.ssm"]["bytes"] == (folder / "model.ssm").stat().st_size
+
+
 def test_out_dir_opset_and_bench_threads(tmp_path: Path, data_dir: Path) -> None:
     run = make_run(tmp_path / "run")
     dest = tmp_path / "elsewhere"

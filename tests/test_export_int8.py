@@ -88,17 +88,31 @@ def test_onnx_int8_weights_are_exact(conv, tmp_path):
     assert (tmp_path / "q.onnx").stat().st_size < (tmp_path / "f.onnx").stat().st_size
 
 
+CODE_TYPES = {8: onnx.TensorProto.INT8, 4: onnx.TensorProto.INT4, 2: onnx.TensorProto.INT2}
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
 @pytest.mark.parametrize("conv", [False, True])
-def test_int8_onnx_is_exact_in_a_default_session(conv, tmp_path):
+def test_int8_onnx_is_exact_in_a_default_session(conv, bits, tmp_path):
     """A user's plain ``onnxruntime.InferenceSession(path)`` (default options and graph
-    optimizations) computes exactly what the fp32 file computes: no session option needed."""
+    optimizations) computes exactly what the fp32 file computes: no session option needed,
+    whatever the codes' width."""
     import onnxruntime as ort
 
     m = ternary_model(conv)
-    to_onnx(m, tmp_path / "q.onnx", int8=True)
+    res = to_onnx(m, tmp_path / "q.onnx", int8=True, code_bits=bits)
     to_onnx(m, tmp_path / "f.onnx")
     proto = onnx.load(str(tmp_path / "q.onnx"))
     assert "DequantizeLinear" not in {n.op_type for n in proto.graph.node}
+    codes = [t for t in proto.graph.initializer if t.name.endswith("_int8")]
+    kernels = [la for la in m.layers if hasattr(la, "kernel")]
+    assert len(codes) == len(kernels) and {t.data_type for t in codes} == {CODE_TYPES[bits]}
+    assert {q.bits for q in res.details["quantized"]} == {bits}
+    assert res.details["opset"] == {8: 17, 4: 21, 2: 25}[bits]
+    assert proto.opset_import[0].version == res.details["opset"]
+    weights = sum(int(np.prod(la.kernel.shape)) for la in kernels)
+    packed = sum(len(t.raw_data) for t in codes)  # bits per weight, packed
+    assert packed == sum(-(-int(np.prod(t.dims)) * bits // 8) for t in codes) < weights + 8
     x = np.random.default_rng(2).standard_normal((64,) + tuple(m.inputs[0].shape[1:]))
     x = x.astype(np.float32)
     got = ort.InferenceSession(str(tmp_path / "q.onnx")).run(None, {"input": x})[0]
@@ -123,6 +137,33 @@ def test_dequantize_form_needs_the_session_option(tmp_path):
     assert np.max(np.abs(got - want)) / np.max(np.abs(want)) <= 1e-6
     with pytest.raises(ValueError, match="allowed: cast, dequantize"):
         quantize_onnx_ternary(proto, form="int4")
+    for bad in (3, 16, True, "2"):
+        with pytest.raises(ValueError, match="must be one of 8, 4, 2"):
+            quantize_onnx_ternary(proto, bits=bad)
+    with pytest.raises(ValueError, match="code_bits must be one of 8, 4, 2; got 3"):
+        to_onnx(m, tmp_path / "bad.onnx", int8=True, code_bits=3)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_low_bit_dequantize_form(bits, tmp_path):
+    """The QDQ form with int4 / int2 codes rebuilds the same weights (numpy and onnxruntime)."""
+    from keras_ssm.export.int8 import quantize_onnx_ternary
+
+    m = ternary_model(conv=True)
+    to_onnx(m, tmp_path / "f.onnx")
+    fp32 = onnx.load(str(tmp_path / "f.onnx"))
+    proto, done = quantize_onnx_ternary(fp32, form="dequantize", bits=bits)
+    onnx.checker.check_model(proto)
+    zero_points = [t for t in proto.graph.initializer if t.name.endswith("_zero_point")]
+    assert done and {t.data_type for t in zero_points} == {CODE_TYPES[bits]}
+    deq = onnx_dequantized_weights(proto)
+    originals = {t.name: onnx.numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    assert deq and all(np.array_equal(v, originals[k]) for k, v in deq.items())
+    x = np.random.default_rng(3).standard_normal((8, 10, 10, 3)).astype(np.float32)
+    got = ort_session(proto.SerializeToString(), exact=True).run(None, {"input": x})[0]
+    want = np.asarray(m(x))
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) <= 1e-6
 
 
 def test_tflite_int8_stores_ternary_codes(tmp_path):

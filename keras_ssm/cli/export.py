@@ -1,6 +1,7 @@
 """``ssm export``: :func:`keras_ssm.export.export_run` (fold, shrink, ONNX / LiteRT / .ssm).
 
 ssm export runs/fcn --format onnx,litert,compact --shrink --int8
+ssm export runs/fcn --format onnx --shrink --int8 --code-bits 2     # 2-bit codes: model_int2.onnx
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out_dir=args.out_dir,
         shrink=args.shrink,
         int8=args.int8,
+        code_bits=args.code_bits,
         opset=args.opset,
         overwrite=args.force,
         progress=progress,
@@ -35,7 +37,11 @@ def register(subparsers: Any) -> None:
     export = subparsers.add_parser(
         "export", help="fold a run's model and write ONNX / LiteRT / compact .ssm files"
     )
-    export.add_argument("run", help="run folder from `ssm train` (or a .keras file)")
+    export.add_argument(
+        "run",
+        help="run folder from `ssm train`, a .keras or .ssm file, or a results folder that "
+        "keeps the compact model.ssm (examples/paper/results/<run>)",
+    )
     export.add_argument(
         "--format",
         default="onnx,litert,compact",
@@ -46,6 +52,14 @@ def register(subparsers: Any) -> None:
     )
     export.add_argument(
         "--int8", action="store_true", help="also write model_int8.onnx (exact int8 weights)"
+    )
+    export.add_argument(
+        "--code-bits",
+        type=int,
+        choices=(8, 4, 2),
+        default=8,
+        help="bits per weight code in the --int8 file: 8 (model_int8.onnx, any opset; "
+        "default), 4 (model_int4.onnx, opset 21) or 2 (model_int2.onnx, opset 25)",
     )
     export.add_argument(
         "--opset",

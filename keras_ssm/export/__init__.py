@@ -21,7 +21,7 @@ Example:
 
 from keras_ssm.atomic import atomic_path, atomic_write_bytes
 from keras_ssm.export import runtime
-from keras_ssm.export._verify import ExportResult, ExportVerificationError
+from keras_ssm.export._verify import ExportResult, ExportVerificationError, max_rel_error
 from keras_ssm.export.bench import bench_run, load_test_set
 from keras_ssm.export.compact import (
     CompactFormatError,
@@ -56,6 +56,7 @@ __all__ = [
     "is_ternary",
     "load_compact",
     "load_test_set",
+    "max_rel_error",
     "model_from_compact_bytes",
     "onnx_bytes",
     "ort_session",

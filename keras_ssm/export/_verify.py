@@ -301,7 +301,15 @@ def keras_outputs(model: keras.Model, x: Inputs) -> list[np.ndarray]:
 
 
 def max_rel_error(got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> float:
-    """``max|got - want| / max|want|`` over all outputs (absolute error if ``want`` is all 0)."""
+    """``max|got - want| / max|want|`` over all outputs (absolute error if ``want`` is all 0;
+    ``inf`` when the outputs differ in number or shape or ``got`` is not finite).
+
+    >>> import numpy as np
+    >>> max_rel_error([np.array([1.0, 2.1])], [np.array([1.0, 2.0])])  # doctest: +ELLIPSIS
+    0.05...
+    >>> max_rel_error([np.array([1.0])], [np.array([1.0, 2.0])])
+    inf
+    """
     if len(got) != len(want):
         return float("inf")
     worst = 0.0

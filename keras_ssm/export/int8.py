@@ -1,9 +1,10 @@
 """Exact low-bit weights for ternary (ELUS) kernels.
 
 A folded signed-supermask layer has kernel ``w0 * M`` with ``|w0| = c`` constant per layer
-(ELUS init), so every weight is one of ``{-c, 0, +c}``. Stored as int8 values in
+(ELUS init), so every weight is one of ``{-c, 0, +c}``. Stored as integer codes in
 ``{-1, 0, 1}`` with one float32 scale ``c`` per tensor, the weights are *exact*:
-``int8 * c`` reproduces ``+-c`` and ``0`` bit for bit.
+``code * c`` reproduces ``+-c`` and ``0`` bit for bit.  The codes fit in int8 (any ONNX
+opset), int4 (opset 21) or int2 (opset 25): 8, 4 or 2 bits per weight instead of 32.
 
 Example:
     >>> import numpy as np
@@ -81,23 +82,55 @@ def ternary_codes(kernel: np.ndarray) -> tuple[np.ndarray, float]:
 
 @dataclass(frozen=True)
 class QuantizedInitializer:
-    """One ONNX weight replaced by int8 codes + ``DequantizeLinear`` (per-tensor scale)."""
+    """One ONNX weight replaced by integer codes (``bits`` each) and a per-tensor scale."""
 
     name: str
     shape: tuple[int, ...]
     scale: float
     nonzero: int
+    bits: int = 8
 
 
 FORMS = ("cast", "dequantize")
+#: bits per code -> the lowest ONNX opset whose Cast / DequantizeLinear take that integer type
+CODE_BITS = {8: 13, 4: 21, 2: 25}
 
 
-def quantize_onnx_ternary(model_proto, min_size: int = 16, form: str = "cast"):
-    """Store every ternary MatMul/Gemm/Conv weight of an ONNX model as exact int8.
+def _code_dtype(bits: int):
+    """The numpy dtype of ``bits``-bit signed codes (int4 / int2 from ``ml_dtypes``)."""
+    if bits == 8:
+        return np.int8
+    import ml_dtypes
+
+    return {4: ml_dtypes.int4, 2: ml_dtypes.int2}[bits]
+
+
+def _at_least_opset(model, opset: int):
+    """``model`` with its default-domain opset raised to ``opset`` (the ONNX version
+    converter) when it is lower; the model itself when it is not."""
+    import onnx
+    from onnx import version_converter
+
+    current = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
+    if current >= opset:
+        return model
+    try:
+        converted = version_converter.convert_version(model, opset)
+        onnx.checker.check_model(converted)
+    except Exception as err:  # an operator the converter has no adapter for
+        raise ValueError(
+            f"cannot raise the ONNX model from opset {current} to {opset} (needed for the "
+            f"integer codes): {type(err).__name__}: {err}; use code_bits=8"
+        ) from err
+    return converted
+
+
+def quantize_onnx_ternary(model_proto, min_size: int = 16, form: str = "cast", bits: int = 8):
+    """Store every ternary MatMul/Gemm/Conv weight of an ONNX model as exact integer codes.
 
     Each ternary float initializer ``W`` used as the weight input of a MatMul, Gemm,
-    Conv or ConvTranspose node becomes an int8 initializer ``W_int8`` (values -1/0/1) and one
-    float32 scale ``c``, rebuilt in the graph as ``W``:
+    Conv or ConvTranspose node becomes an integer initializer ``W_int8`` (values -1/0/1, of
+    ``bits`` bits each) and one float32 scale ``c``, rebuilt in the graph as ``W``:
 
     * ``form="cast"`` (default): ``Mul(Cast(W_int8, to=FLOAT), c) -> W``.  ``c * {-1, 0, 1}``
       is exact in float32, so ``W`` equals the original weights bit for bit, and onnxruntime
@@ -108,18 +141,45 @@ def quantize_onnx_ternary(model_proto, min_size: int = 16, form: str = "cast"):
       (``session.disable_quant_qdq=1``; :func:`keras_ssm.export.runtime.ort_session`), which
       would quantize the activations too.
 
-    The graph's arithmetic stays float32.
+    The graph's arithmetic stays float32.  ``bits=4`` / ``bits=2`` pack two / four codes per
+    byte; they need opset 21 / 25 (the model is raised to it with the ONNX version converter,
+    which checks the result) and a runtime that implements it (onnxruntime 1.32 folds them at
+    load like the int8 codes).
 
     Args:
         model_proto: an ``onnx.ModelProto`` (modified copy is returned; input untouched).
         min_size: leave smaller initializers (e.g. biases that happen to be ternary) alone.
         form: ``"cast"`` or ``"dequantize"``.
+        bits: bits per code: 8 (int8, the default: any opset), 4 (int4) or 2 (int2).
 
     Returns:
         ``(new_model_proto, [QuantizedInitializer, ...])``.
+
+    Raises:
+        ValueError: an unknown ``form`` or ``bits``, or a model the version converter cannot
+            raise to the opset that ``bits`` needs.
+
+    Example:
+        >>> import numpy as np
+        >>> from onnx import TensorProto, helper, numpy_helper
+        >>> w = numpy_helper.from_array(np.float32(0.5) * np.eye(4, dtype="float32"), "w")
+        >>> graph = helper.make_graph(
+        ...     [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        ...     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        ...     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+        >>> model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        >>> coded, done = quantize_onnx_ternary(model, bits=2)
+        >>> done[0].bits, done[0].scale, coded.opset_import[0].version
+        (2, 0.5, 25)
+        >>> onnx_dequantized_weights(coded)["w"].tolist()[0]
+        [0.5, 0.0, 0.0, 0.0]
     """
     if form not in FORMS:
         raise ValueError(f"Unknown int8 form {form!r}; allowed: {', '.join(FORMS)}.")
+    if bits not in CODE_BITS or isinstance(bits, bool):
+        raise ValueError(
+            f"bits (code_bits) must be one of {', '.join(map(str, CODE_BITS))}; got {bits!r}"
+        )
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -171,16 +231,24 @@ def quantize_onnx_ternary(model_proto, min_size: int = 16, form: str = "cast"):
                     "DequantizeLinear", [q_name, s_name, z_name], [name], name=name + "_dequantize"
                 )
             )
-        done.append(QuantizedInitializer(name, tuple(arr.shape), c, int(np.count_nonzero(codes))))
+        nonzero = int(np.count_nonzero(codes))
+        done.append(QuantizedInitializer(name, tuple(arr.shape), c, nonzero, bits))
     if new_nodes:
         old = list(graph.node)
         del graph.node[:]
         graph.node.extend(new_nodes + old)
+    if done and bits < 8:  # raise the (valid) int8 model's opset, then narrow its codes
+        model = _at_least_opset(model, CODE_BITS[bits])
+        narrow = {q.name + suffix for q in done for suffix in ("_int8", "_zero_point")}
+        for t in model.graph.initializer:
+            if t.name in narrow:
+                codes = numpy_helper.to_array(t).astype(_code_dtype(bits))
+                t.CopyFrom(numpy_helper.from_array(codes, t.name))
     return model, done
 
 
 def onnx_dequantized_weights(model_proto) -> dict[str, np.ndarray]:
-    """Evaluate, in numpy (float32), every weight rebuilt from int8 initializers: both
+    """Evaluate, in numpy (float32), every weight rebuilt from integer codes: both
     ``Mul(Cast(q), scale)`` and ``DequantizeLinear(q, scale, zero_point)``.
 
     Returns a mapping from the rebuilt tensor's name to its float32 value, computed as the
@@ -193,7 +261,7 @@ def onnx_dequantized_weights(model_proto) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for node in model_proto.graph.node:
         if node.op_type == "Cast" and node.input[0] in inits:
-            if inits[node.input[0]].dtype == np.int8:
+            if inits[node.input[0]].dtype in tuple(map(np.dtype, map(_code_dtype, CODE_BITS))):
                 casts[node.output[0]] = inits[node.input[0]].astype(np.float32)
         elif node.op_type == "Mul" and node.input[0] in casts and node.input[1] in inits:
             out[node.output[0]] = casts[node.input[0]] * np.float32(inits[node.input[1]])

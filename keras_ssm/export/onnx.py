@@ -66,13 +66,14 @@ def onnx_bytes(
     input_name: str = "input",
     output_name: str = "output",
     int8: bool = False,
+    code_bits: int = 8,
 ):
     """Convert ``model`` to an ``onnx.ModelProto`` (no file written, no verification).
 
     The input is named ``input_name`` with a dynamic batch dimension (a multi-input model's
     inputs keep their own names, see :func:`input_names`); outputs are named ``output_name``
     (several: ``output_name_i``, or their keys for a dict of outputs). With ``int8=True``
-    ternary kernels are stored as exact int8 (see
+    ternary kernels are stored as exact integer codes of ``code_bits`` bits (8, 4 or 2; see
     :func:`keras_ssm.export.int8.quantize_onnx_ternary`).
 
     Returns:
@@ -115,7 +116,7 @@ def onnx_bytes(
     if int8:
         from keras_ssm.export.int8 import quantize_onnx_ternary
 
-        proto, quantized = quantize_onnx_ternary(proto)
+        proto, quantized = quantize_onnx_ternary(proto, bits=code_bits)
     onnx.checker.check_model(proto)
     return proto, quantized
 
@@ -271,6 +272,7 @@ def to_onnx(
     output_name: str = "output",
     rtol: float = 1e-4,
     overwrite: bool = False,
+    code_bits: int = 8,
 ) -> ExportResult:
     """Export ``model`` to an ONNX file, verified against Keras before it is kept.
 
@@ -295,6 +297,9 @@ def to_onnx(
             :func:`keras_ssm.export.int8.quantize_onnx_ternary`): about 4x smaller, and any
             onnxruntime session, default options included, folds them back into the exact
             float weights (same outputs and speed as the fp32 file).
+        code_bits: bits per weight code with ``int8``: 8 (any opset), 4 (int4, opset 21:
+            8x smaller than float32 weights) or 2 (int2, opset 25: 16x); 4 and 2 raise the
+            file's opset with the ONNX version converter (``details["opset"]`` says which).
         output_name: name of the graph output.
         rtol: tolerance for ``max|onnx - keras| / max|keras|`` on a model whose outputs move
             no more than its inputs; scaled up by the model's sensitivity (float32 rounding
@@ -317,8 +322,20 @@ def to_onnx(
     final = os.fspath(path)
     if not overwrite and os.path.lexists(final):
         raise FileExistsError(f"{final!r} already exists (pass overwrite=True to replace it)")
+    if int8:  # argument errors before the conversion
+        from keras_ssm.export.int8 import CODE_BITS
+
+        if code_bits not in CODE_BITS or isinstance(code_bits, bool):
+            raise ValueError(
+                f"code_bits must be one of {', '.join(map(str, CODE_BITS))}; got {code_bits!r}"
+            )
     proto, quantized = onnx_bytes(
-        model, opset=opset, input_name=input_name, output_name=output_name, int8=int8
+        model,
+        opset=opset,
+        input_name=input_name,
+        output_name=output_name,
+        int8=int8,
+        code_bits=code_bits,
     )
     data = proto.SerializeToString()
     names = input_names(model, input_name)
@@ -331,5 +348,6 @@ def to_onnx(
             err, checked = verify_file(
                 model, lambda x: _run_onnx(tmp, names, x), "ONNX export", rtol, final
             )
-    details = {"quantized": quantized, "opset": opset, **checked}
+    written = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    details = {"quantized": quantized, "opset": written, **checked}
     return ExportResult(final, len(data), err, details)

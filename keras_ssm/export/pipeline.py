@@ -4,7 +4,8 @@
 (:func:`keras_ssm.fold`: always the first step, float32), optionally shrinks it
 (:func:`keras_ssm.export.shrink`) and writes, into ``out_dir``:
 
-* ``model.onnx`` (and ``model_int8.onnx`` with ``int8``: exact int8 ternary weights),
+* ``model.onnx`` (and ``model_int8.onnx`` with ``int8``: exact int8 ternary weights; with
+  ``code_bits`` 4 or 2, ``model_int4.onnx`` / ``model_int2.onnx`` with 4- or 2-bit codes),
 * ``model.tflite`` (LiteRT flatbuffer, sparse weight storage),
 * ``model.ssm`` (the compact format),
 * ``export.json``: what was written, sizes (raw and gzip), verification errors, shrink report.
@@ -18,6 +19,8 @@ a run folder (``RUN/model.keras`` -> ``RUN/export/``); ``ssm export`` calls it.
 ['onnx', 'litert']
 >>> file_names(["onnx", "compact"], int8=True)
 ['model.onnx', 'model_int8.onnx', 'model.ssm']
+>>> file_names(["onnx"], int8=True, code_bits=2)
+['model.onnx', 'model_int2.onnx']
 """
 
 from __future__ import annotations
@@ -43,7 +46,15 @@ from keras_ssm.export._verify import (
 )
 from keras_ssm.export.runtime import file_sizes, library_versions
 
-__all__ = ["FORMATS", "REPORT", "export_model", "export_run", "file_names", "parse_formats"]
+__all__ = [
+    "FORMATS",
+    "REPORT",
+    "export_model",
+    "export_run",
+    "file_names",
+    "open_source",
+    "parse_formats",
+]
 
 FORMATS = ("onnx", "litert", "compact")
 _ALIASES = {"tflite": "litert", "ssm": "compact"}
@@ -65,13 +76,26 @@ def parse_formats(formats: str | Sequence[str]) -> list[str]:
     return [f for f in FORMATS if f in asked]
 
 
-def file_names(formats: Sequence[str], int8: bool) -> list[str]:
+def _check_int8(formats: Sequence[str], int8: bool, code_bits: int) -> None:
+    """Argument errors of ``int8`` / ``code_bits``, before any work is done."""
+    from keras_ssm.export.int8 import CODE_BITS
+
+    if code_bits not in CODE_BITS or isinstance(code_bits, bool):
+        raise ValueError(
+            f"code_bits (--code-bits) must be one of {', '.join(map(str, CODE_BITS))}; "
+            f"got {code_bits!r}"
+        )
+    if int8 and "onnx" not in formats:
+        raise ValueError("int8=True (--int8) applies to the ONNX export: add onnx to the formats")
+
+
+def file_names(formats: Sequence[str], int8: bool, code_bits: int = 8) -> list[str]:
     """The files :func:`export_model` writes for ``formats`` (``export.json`` aside)."""
     names = []
     if "onnx" in formats:
         names.append("model.onnx")
         if int8:
-            names.append("model_int8.onnx")
+            names.append(f"model_int{code_bits}.onnx")
     if "litert" in formats:
         names.append("model.tflite")
     if "compact" in formats:
@@ -139,13 +163,16 @@ def export_model(
     *,
     shrink: bool = False,
     int8: bool = False,
+    code_bits: int = 8,
     opset: int = 17,
     overwrite: bool = False,
     manifest: dict[str, Any] | None = None,
     progress: Progress = None,
 ) -> dict[str, Any]:
     """Fold (and shrink) ``model`` and write ``formats`` into ``out_dir``; return the manifest
-    that ``export.json`` holds.  ``manifest`` entries (e.g. the run's accuracy) are included."""
+    that ``export.json`` holds.  ``manifest`` entries (e.g. the run's accuracy) are included.
+    ``int8`` adds the ONNX file with exact integer weight codes of ``code_bits`` bits (8, 4
+    or 2: :func:`keras_ssm.export.to_onnx`)."""
     import keras
 
     from keras_ssm import wrap
@@ -155,8 +182,7 @@ def export_model(
     from keras_ssm.export.tflite import to_tflite
 
     formats = parse_formats(formats)
-    if int8 and "onnx" not in formats:
-        raise ValueError("int8=True (--int8) applies to the ONNX export: add onnx to the formats")
+    _check_int8(formats, int8, code_bits)
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             "exporting needs the TensorFlow backend (set KERAS_BACKEND=tensorflow; the current "
@@ -165,7 +191,7 @@ def export_model(
     dest = Path(out_dir)
     if dest.exists() and not dest.is_dir():
         raise NotADirectoryError(f"{dest} exists and is not a directory")
-    names = [*file_names(formats, int8), REPORT]
+    names = [*file_names(formats, int8, code_bits), REPORT]
     clash = _clashes(dest, names)
     if clash and not overwrite:
         raise FileExistsError(
@@ -179,6 +205,7 @@ def export_model(
         "formats": formats,
         "shrink": shrink,
         "int8": int8,
+        "code_bits": code_bits if int8 else None,
         "files": {},
         "versions": {},
     }
@@ -223,8 +250,8 @@ def export_model(
             if int8:
                 steps.append(
                     (
-                        "model_int8.onnx",
-                        lambda p: to_onnx(deployed, p, opset=opset, int8=True),
+                        f"model_int{code_bits}.onnx",
+                        lambda p: to_onnx(deployed, p, opset=opset, int8=True, code_bits=code_bits),
                     )
                 )
         if "litert" in formats:
@@ -244,9 +271,16 @@ def export_model(
             quantized = result.details.get("quantized") if result.details else None
             if quantized:
                 entry["int8_weights"] = [
-                    {"name": q.name, "shape": list(q.shape), "scale": q.scale, "nonzero": q.nonzero}
+                    {
+                        "name": q.name,
+                        "shape": list(q.shape),
+                        "scale": q.scale,
+                        "nonzero": q.nonzero,
+                        "bits": q.bits,
+                    }
                     for q in quantized
                 ]
+                entry["opset"] = result.details.get("opset")
             report["files"][name] = entry
             say(
                 f"      {entry['bytes']:,} bytes ({entry['gzip_bytes']:,} gzip), "
@@ -259,6 +293,27 @@ def export_model(
     return report
 
 
+def open_source(run: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, Any], Path]:
+    """``(run_dir, model, metrics, source)`` of what can be exported: a run folder from
+    ``ssm train`` (``model.keras``), a ``.keras`` or ``.ssm`` file, or a folder of committed
+    results that keeps only the compact ``model.ssm`` (the folded, shrunk model) beside
+    ``metrics.json`` (``examples/paper/results/<run>``), so that a committed run can be
+    re-exported and re-timed.
+
+    ``source`` is the file the model came from.
+    """
+    from keras_ssm.export.compact import load_compact
+    from keras_ssm.run_dir import RunDir, open_run
+
+    path = Path(run)
+    compact = path / "model.ssm" if path.is_dir() else path
+    if compact.suffix == ".ssm" and compact.is_file() and not (path / RunDir.MODEL).exists():
+        run_dir = RunDir(compact.parent)
+        return run_dir, load_compact(compact), run_dir.read_metrics(), compact
+    run_dir, model, metrics = open_run(run)
+    return run_dir, model, metrics, run_dir.model_path
+
+
 def export_run(
     run: str | os.PathLike[str],
     formats: str | Sequence[str] = FORMATS,
@@ -266,34 +321,35 @@ def export_run(
     out_dir: str | os.PathLike[str] | None = None,
     shrink: bool = False,
     int8: bool = False,
+    code_bits: int = 8,
     opset: int = 17,
     overwrite: bool = False,
     progress: Progress = None,
 ) -> dict[str, Any]:
-    """:func:`export_model` for a run folder (or a ``.keras`` file): writes ``RUN/export/``
-    (or ``out_dir``) and returns the manifest."""
-    from keras_ssm.run_dir import open_run
-
+    """:func:`export_model` for a run folder (or a ``.keras`` file, or a results folder that
+    keeps the compact ``model.ssm``: :func:`open_source`): writes ``RUN/export/`` (or
+    ``out_dir``) and returns the manifest."""
     formats = parse_formats(formats)  # argument errors before the model is loaded
-    if int8 and "onnx" not in formats:
-        raise ValueError("int8=True (--int8) applies to the ONNX export: add onnx to the formats")
-    run_dir, model, metrics = open_run(run)
+    _check_int8(formats, int8, code_bits)
+    run_dir, model, metrics, source = open_source(run)
     dest = Path(out_dir) if out_dir is not None else run_dir.export_path
     manifest = {
         "run": str(run_dir.path),
-        "source": str(run_dir.model_path),
+        "source": str(source),
         "dataset": metrics.get("dataset"),
         "keras_test_accuracy": metrics.get("test_accuracy"),
         "remaining": metrics.get("remaining"),
     }
     if progress is not None:
-        progress(f"ssm export: {run_dir.path} -> {dest} ({', '.join(file_names(formats, int8))})")
+        files = ", ".join(file_names(formats, int8, code_bits))
+        progress(f"ssm export: {run_dir.path} -> {dest} ({files})")
     return export_model(
         model,
         dest,
         formats,
         shrink=shrink,
         int8=int8,
+        code_bits=code_bits,
         opset=opset,
         overwrite=overwrite,
         manifest=manifest,
