@@ -11,12 +11,15 @@ Builds and measures side by side, in one run:
    own process: tf_keras), exported to ONNX (tf2onnx) and TFLite (sparse storage);
 3. the signed supermask run, exported exactly as ``ssm export --format onnx,litert,compact
    --shrink --int8`` does: folded, shrunk, the unread input border cropped (one ``Slice``),
-   ONNX fp32, exact int8 ONNX (int8 codes, ``Cast``, ``Mul`` by the layer's scale), LiteRT and
-   the compact ``.ssm``.
+   ONNX fp32, exact int8 ONNX (int8 codes, ``Cast``, ``Mul`` by the layer's scale), the same
+   with 2-bit codes (``--code-bits 2``, opset 25), LiteRT and the compact ``.ssm``.  The
+   signed run may be a committed results folder (``examples/paper/results/<run>``: its
+   ``model.ssm`` is the folded, shrunk model), so that anyone can re-time a committed run.
 
 Every artifact's test accuracy is measured ON THE ARTIFACT (onnxruntime and LiteRT in both
 session settings below, the .ssm reloaded in Keras) and compared, as a count of correct images,
-with its Keras model's; the int8 ONNX's outputs are compared bit for bit with the fp32 ONNX's.
+with its Keras model's; the int8 and int2 ONNX's outputs are compared bit for bit with the fp32
+ONNX's.
 
 Latency is measured twice for every ONNX / LiteRT file: under a plain default session
 (``onnxruntime.InferenceSession(path)``, default ``SessionOptions``; LiteRT's default threads)
@@ -28,6 +31,7 @@ setting. Writes ``--results`` (default ``export/RESULTS.md``) and the same name 
 
     python export/benchmark.py --signed-run runs/paper/fcn_signed_default_s7531 \\
         --dense-run runs/paper/fcn_none_default_s7531 --nice 15
+    python export/benchmark.py --signed-run examples/paper/results/fcn_signed_default_s7531
 
 A convnet (CIFAR-10) is measured the same way against its dense run and Conv6's targets
 (``--no-tfmot`` leaves the TF-MOT baseline out, whose training is as long as the signed run's)::
@@ -411,7 +415,8 @@ def _parser() -> argparse.ArgumentParser:
         "--signed-run",
         required=True,
         type=Path,
-        help="finished signed run folder (model.keras, metrics.json): the FCN or a Conv net",
+        help="finished signed run folder (model.keras, metrics.json), or a committed results "
+        "folder (model.ssm, metrics.json: examples/paper/results/<run>): the FCN or a Conv net",
     )
     p.add_argument(
         "--dense-run",

@@ -33,6 +33,7 @@ COLUMNS = (
     "ONNX b1 / b64, default",
     "ONNX b1 / b64, 1 thread",
     "LiteRT b1 / b64, default",
+    "CPU",
     "results",
 )
 
@@ -60,6 +61,18 @@ def _shrunk(res: dict[str, Any]) -> str:
     return "-".join(kept) if kept else "-"
 
 
+def _cpu(res: dict[str, Any]) -> str:
+    """The CPU the latencies were measured on, short (``Intel Xeon; amx_bf16 ...`` -> ``Intel
+    Xeon (AMX)``), or ``-`` for a result file that does not say."""
+    cpu = res.get("settings", {}).get("cpu")
+    if not cpu:
+        return "-"
+    inside = cpu.split("(", 1)[-1].rsplit(")", 1)[0]  # "x86_64, Intel(R) Xeon(R) ...; amx_bf16"
+    name, _, flags = inside.partition(";")
+    name = name.split(",", 1)[-1].strip().replace("(R)", "").replace(" Processor", "")
+    return f"{name} (AMX)" if "amx" in flags else name
+
+
 def row(res: dict[str, Any], results_md: str) -> str:
     """One Markdown table row for a benchmark result (``RESULTS*.json``)."""
     acc = res["keras_accuracy"]
@@ -80,6 +93,7 @@ def row(res: dict[str, Any], results_md: str) -> str:
         _speedups(fp32, "default"),
         _speedups(fp32, "1 thread"),
         _speedups(_artifact(res, "signed fold+shrink LiteRT (sparse)"), "default"),
+        _cpu(res),
         f"[{results_md}]({results_md})",
     ]
     return "| " + " | ".join(cells) + " |"

@@ -160,6 +160,9 @@ def test_summary_row_reads_the_result_file(summary) -> None:
     assert cells[5] == "200.0x (5.0 KB)" and cells[6] == "16.0x (62.5 KB)"
     assert cells[7] == "50.0x (20.0 KB)"
     assert cells[8] == cells[9] == "2.50x / 4.25x" and cells[10] == "-"  # no LiteRT file
+    assert cells[11] == "-"  # the file does not name its CPU
+    res["settings"] = {"cpu": "2 CPU cores (x86_64, Intel(R) Xeon(R) Processor; amx_bf16)"}
+    assert summary.row(res, "r.md").split("|")[12].strip() == "Intel Xeon (AMX)"
     res["artifacts"].pop(2)  # a result file from before the int2 file
     assert [c.strip() for c in summary.row(res, "r.md").strip("|").split("|")][7] == "-"
 

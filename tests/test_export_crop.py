@@ -67,6 +67,52 @@ def test_a_large_box_is_not_cropped() -> None:
     assert crop_inputs(model, max_kept=0.6)[1].box is not None  # 96 <= 0.6 * 160
 
 
+def test_an_earlier_crop_is_kept_tightened_or_taken_out() -> None:
+    """A model that already crops (a compact .ssm saved after an export) is measured over the
+    whole image: the same box keeps the model, a tighter one replaces the crop, and a
+    ``max_kept`` the box exceeds takes the crop out; the outputs never change."""
+    keras.utils.set_random_seed(0)
+    model = _fcn(False)
+    _hide_border(model, slice(2, 7), slice(1, 5))
+    x = np.random.default_rng(2).normal(size=(5, 10, 8, 2)).astype("float32")
+    want = keras.ops.convert_to_numpy(model(x))
+
+    def same_outputs(m: keras.Model) -> bool:
+        got = keras.ops.convert_to_numpy(m(x))
+        return bool(np.max(np.abs(got - want)) <= 1e-6 * np.max(np.abs(want)))
+
+    cropped, _ = crop_inputs(model)
+    again, report = crop_inputs(cropped)
+    assert again is cropped and report.box == ((2, 3), (1, 3))
+    assert (report.features_before, report.features_after) == (160, 40)
+    assert "cropped ((2, 3), (1, 3))" in str(report)
+    loose, _ = crop_inputs(model, max_kept=1.0)  # now cut a looser box by hand: one more row
+    d1 = loose.get_layer("d1")
+    kernel, bias = d1.get_weights()
+    wider = keras.Sequential(
+        [
+            keras.Input((10, 8, 2)),
+            L.Cropping2D(((1, 3), (1, 3))),
+            L.Flatten(name="flat"),
+            L.Dense(16, activation="elu", name="d1"),
+            loose.layers[-1].__class__.from_config(loose.layers[-1].get_config()),
+        ]
+    )
+    padded = np.zeros((6 * 4 * 2, 16), "float32")
+    padded[4 * 2 :] = kernel  # the extra top row is unread
+    wider.get_layer("d1").set_weights([padded, bias])
+    wider.layers[-1].set_weights(loose.layers[-1].get_weights())
+    assert same_outputs(wider)
+    tight, report = crop_inputs(wider)
+    assert report.box == ((2, 3), (1, 3)) and same_outputs(tight)
+    assert [type(la).__name__ for la in tight.layers].count("Cropping2D") == 1
+    assert tight.get_layer("d1").get_weights()[0].shape == (40, 16)
+    uncropped, report = crop_inputs(cropped, max_kept=0.2)  # 40 of 160 is more than 20%
+    assert report.box is None and "not cropped" in str(report) and same_outputs(uncropped)
+    assert "Cropping2D" not in [type(la).__name__ for la in uncropped.layers]
+    assert uncropped.get_layer("d1").get_weights()[0].shape == (160, 16)
+
+
 @pytest.mark.parametrize("bad", [0, -0.5, 1.5, "half", None])
 def test_max_kept_must_be_a_fraction(bad) -> None:
     with pytest.raises(ValueError, match="max_kept must be a fraction"):

@@ -22,12 +22,18 @@ box keeps           default session (2 threads)         1 thread
 ==================  ==================================  ==================================
 
 On one thread the crop always pays; with two, the uncropped first layer spreads over both cores
-and a crop pays only once the box holds well under half of the image.  A crop always makes the
+and a crop pays only once the box holds well under half of the image.  On an Intel Xeon (2 cores,
+trained FCN of ``examples/paper/results/fcn_signed_default_s7531``: box 70%, 124 units; us at
+batch 1 / 64) the two settings disagree the same way: default session 12.8 / 104 cropped vs
+13.0 / 94 not, one thread 12.1 / 103 vs 12.0 / 113.  A crop always makes the
 files smaller (the first kernel loses its border rows), so :func:`crop_inputs` crops any unread
 border by default; ``max_kept`` (e.g. 0.4) keeps the zero rows instead when the box holds more
 than that fraction of the features.
 
-The model computes the same function (up to float32 summation order in the first MatMul).
+The model computes the same function (up to float32 summation order in the first MatMul).  A
+model that already starts with a ``Cropping2D`` before the ``Flatten`` (a compact ``.ssm`` saved
+after an export) is measured over the whole image again: its crop is kept, tightened, or taken
+out (zero rows back in the kernel) as ``max_kept`` says.
 
 >>> import keras, numpy as np
 >>> inputs = keras.Input((6, 6, 1))
@@ -89,13 +95,22 @@ class CropReport:
         )
 
 
-def _first_flatten_dense(model: keras.Model) -> tuple[Any, Any] | None:
-    """``(flatten, dense)`` when the model's only input feeds a channels-last ``Flatten`` whose
-    only reader is a ``Dense`` (the FCN pattern), else ``None``."""
+def _first_flatten_dense(model: keras.Model) -> tuple[Any, Any, Any] | None:
+    """``(crop, flatten, dense)`` when the model's only input feeds a channels-last ``Flatten``
+    (directly, or through a ``Cropping2D``: ``crop``, else ``None``) whose only reader is a
+    ``Dense`` (the FCN pattern), else ``None``."""
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         return None
     readers = _readers(model)
     first = readers.get(id(model.inputs[0]), [])
+    crop = None
+    if len(first) == 1 and type(first[0]) is keras.layers.Cropping2D:
+        crop = first[0]
+        if crop.data_format != "channels_last" or len(crop._inbound_nodes) != 1:
+            return None
+        if any(crop.output is o for o in model.outputs):
+            return None
+        first = readers.get(id(crop.output), [])
     if len(first) != 1 or type(first[0]) is not keras.layers.Flatten:
         return None
     flatten = first[0]
@@ -106,7 +121,7 @@ def _first_flatten_dense(model: keras.Model) -> tuple[Any, Any] | None:
         return None
     if len(second[0]._inbound_nodes) != 1 or any(flatten.output is o for o in model.outputs):
         return None
-    return flatten, second[0]
+    return crop, flatten, second[0]
 
 
 def _readers(model: keras.Model) -> dict[int, list[Any]]:
@@ -122,9 +137,10 @@ def _readers(model: keras.Model) -> dict[int, list[Any]]:
 def crop_inputs(model: keras.Model, max_kept: float = 1.0) -> tuple[keras.Model, CropReport]:
     """Crop the image border the first Dense layer never reads; return ``(model, report)``.
 
-    Applies to a single image input read through ``Flatten`` by a ``Dense`` layer (stock
-    layers, e.g. :func:`keras_ssm.fold`'s result); any other model comes back unchanged with a
-    report saying so.  The input shape of the model does not change.
+    Applies to a single image input read through ``Flatten`` (directly or through an earlier
+    ``Cropping2D``, which this replaces) by a ``Dense`` layer (stock layers, e.g.
+    :func:`keras_ssm.fold`'s result); any other model comes back unchanged with a report saying
+    so.  The input shape of the model does not change.
 
     Args:
         model: a built Keras model.
@@ -141,10 +157,17 @@ def crop_inputs(model: keras.Model, max_kept: float = 1.0) -> tuple[keras.Model,
     if found is None:
         n = 0
         return model, CropReport(None, n, n, n)
-    flatten, dense = found
+    old_crop, flatten, dense = found
     height, width, channels = (int(d) for d in model.inputs[0].shape[1:])
     kernel, *rest = dense.get_weights()
-    used = np.any(kernel != 0, axis=1)
+    features = height * width * channels
+    # the kernel over the whole image: zero rows for the pixels an earlier crop cut
+    was_kept = np.zeros((height, width, channels), bool)
+    ((t0, b0), (l0, r0)) = old_crop.cropping if old_crop is not None else ((0, 0), (0, 0))
+    was_kept[t0 : height - b0, l0 : width - r0, :] = True
+    full = np.zeros((features, kernel.shape[1]), kernel.dtype)
+    full[was_kept.reshape(-1)] = kernel
+    used = np.any(full != 0, axis=1)
     pixels = used.reshape(height, width, channels).any(axis=2)
     read = int(used.sum())
     if not pixels.any():  # the layer reads nothing: keep one pixel so shapes stay valid
@@ -154,9 +177,13 @@ def crop_inputs(model: keras.Model, max_kept: float = 1.0) -> tuple[keras.Model,
     keep = np.zeros((height, width, channels), bool)
     keep[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1, :] = True
     kept = int(keep.sum())
-    if box == ((0, 0), (0, 0)) or kept > max_kept * kernel.shape[0]:
-        return model, CropReport(None, kernel.shape[0], kernel.shape[0], read, kept)
-    new_kernel = kernel[keep.reshape(-1)]
+    if box == ((0, 0), (0, 0)) or kept > max_kept * features:
+        box, keep = None, np.ones_like(keep)  # no crop (an earlier one is taken out)
+    if old_crop is not None and box == tuple(map(tuple, old_crop.cropping)):
+        return model, CropReport(box, features, kernel.shape[0], read, kept)  # as cropped
+    if old_crop is None and box is None:
+        return model, CropReport(None, features, features, read, kept)
+    new_kernel = full[keep.reshape(-1)]
 
     clones: dict[str, keras.layers.Layer] = {}
 
@@ -165,14 +192,18 @@ def crop_inputs(model: keras.Model, max_kept: float = 1.0) -> tuple[keras.Model,
         return clones[layer.name]
 
     def call(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
-        if layer is clones.get(flatten.name):
+        if old_crop is not None and layer is clones.get(old_crop.name):
+            return args[0]  # the earlier crop is replaced by the one before the Flatten
+        if layer is clones.get(flatten.name) and box is not None:
             crop = keras.layers.Cropping2D(box, name=f"{flatten.name}_crop")
             return layer(crop(args[0]), *args[1:], **kwargs)
         return layer(*args, **kwargs)
 
     new = keras.models.clone_model(model, clone_function=clone, call_function=call)
     for layer in model.layers:
-        if layer.name in clones and layer is not dense:
+        if layer.name in clones and layer is not dense and layer is not old_crop:
             clones[layer.name].set_weights(layer.get_weights())
     clones[dense.name].set_weights([new_kernel, *rest])
-    return new, CropReport(box, kernel.shape[0], new_kernel.shape[0], read, kept)
+    if box is None:
+        return new, CropReport(None, features, features, read, kept)
+    return new, CropReport(box, features, new_kernel.shape[0], read, kept)
