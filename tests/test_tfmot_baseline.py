@@ -58,6 +58,10 @@ def test_tfmot_baseline_reaches_the_signed_runs_sparsity(model, tmp_path) -> Non
     sess = ort.InferenceSession(str(out / "model.onnx"))
     x = np.random.default_rng(0).normal(size=(2, 28, 28, 1)).astype("float32")
     assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape == (2, 10)
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node]
+    assert ops.count("Gemm") == 3 and "MatMul" not in ops  # Dense layers as Gemm, as ours
     assert (out / "model.tflite").stat().st_size > 0
     # a second run refuses to overwrite without --force
     again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
