@@ -304,6 +304,11 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
     _export(a.signed_run, exp["signed_int2"], "onnx", shrink=True, int8=True, code_bits=2)
     crop = manifest.get("crop") or {}
     shrink_report = manifest.get("shrink_report") or {}
+    earlier = a.signed_run / "export.json"  # a committed results folder: its model.ssm is the
+    if not shrink_report.get("layers") and earlier.is_file():  # shrunk model; say what shrank
+        manifest["shrink_report"] = json.loads(earlier.read_text()).get("shrink_report")
+        manifest["shrink_report_source"] = str(earlier)
+        shrink_report = manifest["shrink_report"] or {}
     crop_note = (
         f"crop {_box(crop['box'])}: {crop['features_after']}/{crop['features_before']} inputs "
         f"({crop['features_read']} read)"
@@ -398,7 +403,14 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
         "signed_epochs": signed_metrics.get("epochs"),
         "tfmot_epochs": tfmot_metrics.get("epochs"),
         "signed_export": {
-            k: manifest.get(k) for k in ("crop", "shrink_report", "shrink_max_rel_error", "files")
+            k: manifest.get(k)
+            for k in (
+                "crop",
+                "shrink_report",
+                "shrink_report_source",
+                "shrink_max_rel_error",
+                "files",
+            )
         },
         "int8_vs_fp32_onnx": int8_vs_fp32,
         "int2_vs_fp32_onnx": int2_vs_fp32,
