@@ -8,8 +8,9 @@ global pooling and residual ``Add``s. Its scores are set so that a random share 
 
 * ``fold``: ``keras_ssm.fold(masked)`` against the masked model;
 * ``shrink``: ``keras_ssm.export.shrink(folded)`` against the folded model;
-* ``onnx``, ``tflite_sparse``, ``tflite_dense``: the shrunk model exported (``onnx_bytes``,
-  ``tflite_bytes(sparse=True / False)``) and run (onnxruntime, LiteRT) against Keras.
+* ``onnx``, ``onnx_int2``, ``tflite_sparse``, ``tflite_dense``: the shrunk model exported
+  (``onnx_bytes``, the same with exact 2-bit weight codes at opset 25, ``tflite_bytes(sparse=True
+  / False)``) and run (onnxruntime with default options, LiteRT) against Keras.
 
 Every check runs on inputs on which the model's outputs vary (standard normal inputs, rescaled
 if needed); a model whose outputs stay constant or saturated on all of them is skipped and
@@ -44,7 +45,7 @@ import keras_ssm  # noqa: E402
 from keras_ssm.wrap import masked_layers  # noqa: E402
 
 L = keras.layers
-STAGES = ("fold", "shrink", "onnx", "tflite_sparse", "tflite_dense")
+STAGES = ("fold", "shrink", "onnx", "onnx_int2", "tflite_sparse", "tflite_dense")
 ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "linear", "swish")
 SATURATING = ("softmax", "sigmoid", "tanh")
 
@@ -250,11 +251,17 @@ def _keras(model: keras.Model) -> Callable[[np.ndarray], list[np.ndarray]]:
     return lambda x: _numpy(model(x, training=False))
 
 
-def _onnx(model: keras.Model) -> Callable[[np.ndarray], list[np.ndarray]]:
+def _onnx(
+    model: keras.Model, rec: dict[str, Any] | None = None, code_bits: int = 0
+) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """onnxruntime on the model's ONNX file (default session options); with ``code_bits``, the
+    file with exact integer weight codes of that width (``rec["int_coded"]``: how many)."""
     from keras_ssm.export.onnx import onnx_bytes
     from keras_ssm.export.runtime import ort_session
 
-    proto, _ = onnx_bytes(model)
+    proto, quantized = onnx_bytes(model, int8=bool(code_bits), code_bits=code_bits or 8)
+    if rec is not None:
+        rec["int_coded"] = len(quantized)
     sess = ort_session(proto.SerializeToString())
     name = sess.get_inputs()[0].name
     return lambda x: [np.asarray(y, np.float64) for y in sess.run(None, {name: x})]
@@ -339,6 +346,7 @@ def check_model(index: int, seed: int, stages: tuple[str, ...], rtol: float) -> 
         "fold": lambda: _keras(folded),
         "shrink": lambda: _keras(small),
         "onnx": lambda: _onnx(small),
+        "onnx_int2": lambda: _onnx(small, rec, code_bits=2),
         "tflite_sparse": lambda: _tflite(small, True, rec),
         "tflite_dense": lambda: _tflite(small, False, rec),
     }
@@ -373,6 +381,12 @@ def summarize(records: list[dict[str, Any]], stages: tuple[str, ...], rtol: floa
         exc = sum(1 for r in checked if s in r["exceptions"])
         worst = f"{max(errs):.3g}" if errs else "-"
         lines.append(f"{s:<15}{len(errs) + exc:>8}{bad:>10}{exc:>11}{worst:>14}")
+    coded = [r["int_coded"] for r in checked if "int_coded" in r]
+    if coded:
+        lines.append(
+            f"ONNX int2: {sum(c > 0 for c in coded)} of {len(coded)} model(s) with ternary "
+            f"weights stored as 2-bit codes ({sum(coded)} tensors)"
+        )
     repairs = [r["tflite_repair"] for r in checked if "tflite_repair" in r]
     if repairs:
         tensors = sum(len(r.get("sparse_reencoded", [])) for r in repairs)
