@@ -192,6 +192,7 @@ def test_failed_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     [
         (["--format", "onnx,pdf"], "--format"),
         (["--format", "litert", "--int8"], "--int8"),
+        (["--format", "onnx", "--code-bits", "2"], "--code-bits.*add int8=True"),
     ],
 )
 def test_usage_errors(tmp_path: Path, argv: list[str], match: str) -> None:

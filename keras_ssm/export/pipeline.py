@@ -87,6 +87,11 @@ def _check_int8(formats: Sequence[str], int8: bool, code_bits: int) -> None:
         )
     if int8 and "onnx" not in formats:
         raise ValueError("int8=True (--int8) applies to the ONNX export: add onnx to the formats")
+    if code_bits != 8 and not int8:
+        raise ValueError(
+            f"code_bits={code_bits} (--code-bits) sets the width of the --int8 file's weight "
+            "codes: add int8=True (--int8)"
+        )
 
 
 def file_names(formats: Sequence[str], int8: bool, code_bits: int = 8) -> list[str]:
