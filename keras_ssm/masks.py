@@ -157,9 +157,8 @@ class SignedMask(Mask):
 
     >>> from keras import ops
     >>> mask = SignedMask(threshold=0.4)
-    >>> m = ops.convert_to_numpy(mask(ops.array([-1.0, -0.2, 0.3, 0.9]), {"tau": 0.5}))
-    >>> m.tolist() == [-1, 0, 0, 1]  # a hidden negative score gives -0.0, which equals 0
-    True
+    >>> ops.convert_to_numpy(mask(ops.array([-1.0, -0.2, 0.3, 0.9]), {"tau": 0.5})).tolist()
+    [-1.0, 0.0, 0.0, 1.0]
     """
 
     name = "signed"
@@ -182,9 +181,8 @@ class SignedMask(Mask):
         tau = ops.cast(read(state["tau"]), scores.dtype)
 
         def step(s: Any) -> Any:
-            # sign(s) where |s| > tau: one elementwise pass fewer than (s > tau) - (s < -tau),
-            # about 5% of an FCN training step at Keras' defaults (examples/bench_train.py)
-            return ops.sign(s) * ops.cast(ops.greater(ops.abs(s), tau), s.dtype)
+            # NaN compares false both ways: a NaN score is hidden (tests/test_bad_input.py)
+            return ops.cast(ops.greater(s, tau), s.dtype) - ops.cast(ops.less(s, -tau), s.dtype)
 
         return straight_through(step, scores)
 
