@@ -24,6 +24,7 @@ import numpy as np
 __all__ = [
     "is_ternary",
     "ternary_codes",
+    "check_code_bits",
     "QuantizedInitializer",
     "quantize_onnx_ternary",
     "onnx_dequantized_weights",
@@ -94,6 +95,12 @@ class QuantizedInitializer:
 FORMS = ("cast", "dequantize")
 #: bits per code -> the lowest ONNX opset whose Cast / DequantizeLinear take that integer type
 CODE_BITS = {8: 13, 4: 21, 2: 25}
+
+
+def check_code_bits(bits: object, what: str = "bits") -> None:
+    """Raise ``ValueError`` naming ``what`` unless ``bits`` is one of :data:`CODE_BITS`."""
+    if bits not in CODE_BITS or isinstance(bits, bool):
+        raise ValueError(f"{what} must be one of {', '.join(map(str, CODE_BITS))}; got {bits!r}")
 
 
 def _code_dtype(bits: int):
@@ -176,10 +183,7 @@ def quantize_onnx_ternary(model_proto, min_size: int = 16, form: str = "cast", b
     """
     if form not in FORMS:
         raise ValueError(f"Unknown int8 form {form!r}; allowed: {', '.join(FORMS)}.")
-    if bits not in CODE_BITS or isinstance(bits, bool):
-        raise ValueError(
-            f"bits (code_bits) must be one of {', '.join(map(str, CODE_BITS))}; got {bits!r}"
-        )
+    check_code_bits(bits, "bits (code_bits)")
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

@@ -323,12 +323,9 @@ def to_onnx(
     if not overwrite and os.path.lexists(final):
         raise FileExistsError(f"{final!r} already exists (pass overwrite=True to replace it)")
     if int8:  # argument errors before the conversion
-        from keras_ssm.export.int8 import CODE_BITS
+        from keras_ssm.export.int8 import check_code_bits
 
-        if code_bits not in CODE_BITS or isinstance(code_bits, bool):
-            raise ValueError(
-                f"code_bits must be one of {', '.join(map(str, CODE_BITS))}; got {code_bits!r}"
-            )
+        check_code_bits(code_bits, "code_bits")
     proto, quantized = onnx_bytes(
         model,
         opset=opset,

@@ -78,13 +78,9 @@ def parse_formats(formats: str | Sequence[str]) -> list[str]:
 
 def _check_int8(formats: Sequence[str], int8: bool, code_bits: int) -> None:
     """Argument errors of ``int8`` / ``code_bits``, before any work is done."""
-    from keras_ssm.export.int8 import CODE_BITS
+    from keras_ssm.export.int8 import check_code_bits
 
-    if code_bits not in CODE_BITS or isinstance(code_bits, bool):
-        raise ValueError(
-            f"code_bits (--code-bits) must be one of {', '.join(map(str, CODE_BITS))}; "
-            f"got {code_bits!r}"
-        )
+    check_code_bits(code_bits, "code_bits (--code-bits)")
     if int8 and "onnx" not in formats:
         raise ValueError("int8=True (--int8) applies to the ONNX export: add onnx to the formats")
     if code_bits != 8 and not int8:
