@@ -25,6 +25,7 @@ __all__ = [
     "is_ternary",
     "ternary_codes",
     "check_code_bits",
+    "default_opset",
     "QuantizedInitializer",
     "quantize_onnx_ternary",
     "onnx_dequantized_weights",
@@ -112,13 +113,18 @@ def _code_dtype(bits: int):
     return {4: ml_dtypes.int4, 2: ml_dtypes.int2}[bits]
 
 
+def default_opset(model) -> int:
+    """The version of the default ONNX domain a model imports (1 when it names none)."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
+
+
 def _at_least_opset(model, opset: int):
     """``model`` with its default-domain opset raised to ``opset`` (the ONNX version
     converter) when it is lower; the model itself when it is not."""
     import onnx
     from onnx import version_converter
 
-    current = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
+    current = default_opset(model)
     if current >= opset:
         return model
     try:

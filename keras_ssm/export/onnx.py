@@ -345,6 +345,7 @@ def to_onnx(
             err, checked = verify_file(
                 model, lambda x: _run_onnx(tmp, names, x), "ONNX export", rtol, final
             )
-    written = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    details = {"quantized": quantized, "opset": written, **checked}
+    from keras_ssm.export.int8 import default_opset
+
+    details = {"quantized": quantized, "opset": default_opset(proto), **checked}
     return ExportResult(final, len(data), err, details)
