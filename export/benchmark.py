@@ -67,6 +67,7 @@ BATCHES = (1, 64)
 SIGNED_FP32 = "signed fold+shrink ONNX fp32"
 SIGNED_INT8 = "signed fold+shrink ONNX int8 (exact)"
 SIGNED_INT2 = "signed fold+shrink ONNX int2 (exact)"
+SIGNED_UNALIGNED = "signed fold+shrink ONNX fp32, unpadded (`--channel-multiple 0`)"
 SIGNED_LITERT = "signed fold+shrink LiteRT (sparse)"
 SIGNED_COMPACT = "signed compact .ssm"
 DENSE_ONNX = "dense ONNX fp32"
@@ -218,9 +219,12 @@ def _scores(art: Artifact, x: np.ndarray, setting: str, threads: int) -> np.ndar
     return np.concatenate(parts)
 
 
-def _profile(path: Path, x: np.ndarray, runs: int = 200) -> dict[str, float]:
-    """onnxruntime's profiler, default session options: per operator type, the sum over its
-    nodes of each node's median time per run (microseconds; medians resist other jobs' load)."""
+def _profile(
+    path: Path, x: np.ndarray, runs: int = 200, top: int = 8
+) -> tuple[dict[str, float], dict[str, float]]:
+    """onnxruntime's profiler, default session options. Returns per operator type the sum over
+    its nodes of each node's median time per run, and the ``top`` heaviest nodes (``"name
+    (op)"``) with their median time (microseconds; medians resist other jobs' load)."""
     sess = _ort_session(path, "default", 0, profile=True)
     feed = {sess.get_inputs()[0].name: x}
     for _ in range(runs):
@@ -232,16 +236,21 @@ def _profile(path: Path, x: np.ndarray, runs: int = 200) -> dict[str, float]:
     whole: list[float] = []
     for e in events:
         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            key = (e.get("args", {}).get("op_name", "?"), e["name"])
+            key = (e.get("args", {}).get("op_name", "?"), e["name"].removesuffix("_kernel_time"))
             nodes.setdefault(key, []).append(float(e["dur"]))
         if e.get("cat") == "Session" and e.get("name") == "model_run":
             whole.append(float(e["dur"]))
+    per_node = {key: float(np.median(durs)) for key, durs in nodes.items()}
     per_op: dict[str, float] = {}
-    for (op, _), durs in nodes.items():
-        per_op[op] = per_op.get(op, 0.0) + float(np.median(durs))
+    for (op, _), us in per_node.items():
+        per_op[op] = per_op.get(op, 0.0) + us
     per_op = dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
     per_op["(whole run)"] = float(np.median(whole)) if whole else 0.0
-    return {k: round(v, 2) for k, v in per_op.items()}
+    heaviest = sorted(per_node.items(), key=lambda kv: -kv[1])[:top]
+    return (
+        {k: round(v, 2) for k, v in per_op.items()},
+        {f"{name} ({op})": round(us, 2) for (op, name), us in heaviest},
+    )
 
 
 def _floor_us(x: np.ndarray, runs: int = 2000) -> float:
@@ -302,6 +311,19 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
     _export(dense_run, exp["dense"], "onnx,litert")
     manifest = _export(a.signed_run, exp["signed"], "onnx,litert,compact", shrink=True, int8=True)
     _export(a.signed_run, exp["signed_int2"], "onnx", shrink=True, int8=True, code_bits=2)
+    unaligned = []  # the same file without zero-filter padding, to show what it is worth
+    if (manifest.get("onnx_channel_alignment") or {}).get("filters"):
+        exp["signed_unaligned"] = work / "signed_unaligned_export"
+        _export(a.signed_run, exp["signed_unaligned"], "onnx", shrink=True, channel_multiple=0)
+        unaligned.append(
+            Artifact(
+                "signed",
+                SIGNED_UNALIGNED,
+                exp["signed_unaligned"] / "model.onnx",
+                "onnxruntime",
+                "shrunk filter counts as they are",
+            )
+        )
     crop = manifest.get("crop") or {}
     shrink_report = manifest.get("shrink_report") or {}
     earlier = a.signed_run / "export.json"  # a committed results folder: its model.ssm is the
@@ -333,6 +355,7 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
             else []
         ),
         Artifact("signed", SIGNED_FP32, exp["signed"] / "model.onnx", "onnxruntime", shrink_note),
+        *unaligned,
         Artifact("signed", SIGNED_INT8, exp["signed"] / "model_int8.onnx", "onnxruntime"),
         Artifact(
             "signed",
@@ -409,6 +432,7 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
                 "shrink_report",
                 "shrink_report_source",
                 "shrink_max_rel_error",
+                "onnx_channel_alignment",
                 "files",
             )
         },
@@ -532,8 +556,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print("== where the time goes (onnxruntime profiler, default options, batch 64 and 1)")
     x64, x1 = batch_of(x, 64), batch_of(x, 1)
-    profiles = {art.label: _profile(art.path, x64) for art in arts if art.runtime == "onnxruntime"}
-    profiles1 = {art.label: _profile(art.path, x1) for art in arts if art.runtime == "onnxruntime"}
+    onnx_arts = [art for art in arts if art.runtime == "onnxruntime"]
+    both64 = {art.label: _profile(art.path, x64) for art in onnx_arts}
+    profiles = {label: per_op for label, (per_op, _) in both64.items()}
+    heaviest = {
+        label: both64[label][1]
+        for label in (DENSE_ONNX, SIGNED_FP32, SIGNED_UNALIGNED)
+        if label in both64
+    }
+    profiles1 = {art.label: _profile(art.path, x1)[0] for art in onnx_arts}
     floor1 = _floor_us(x1)
 
     for art in arts:
@@ -567,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         "artifacts": [art.to_dict() for art in arts],
         "profiles_batch64_default_us": profiles,
         "profiles_batch1_default_us": profiles1,
+        "heaviest_nodes_batch64_default_us": heaviest,
         "session_run_floor_batch1_us": floor1,
         "versions": library_versions(),
         "wall_s": round(time.perf_counter() - t_start, 1),
@@ -678,6 +710,18 @@ def _lat(r: dict[str, Any], setting: str) -> list[str]:
     ]
 
 
+def _alignment_note(res: dict[str, Any]) -> str:
+    """What the ONNX files' zero-filter padding (``align_channels``) did, if anything."""
+    aligned = (res.get("signed_export") or {}).get("onnx_channel_alignment") or {}
+    if not aligned.get("filters"):
+        return ""
+    pads = ", ".join(f"{name} {a} -> {b}" for name, (a, b) in aligned["filters"].items())
+    return (
+        f"; in the ONNX files, shrunk convolutions padded with zero filters to multiples of "
+        f"{aligned['multiple']} for onnxruntime's blocked convolutions: {pads}"
+    )
+
+
 def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
     st = res["settings"]
     load = st["load_average"]
@@ -708,7 +752,8 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
         f"- signed run: `{res['signed_run']}` ({res['signed_epochs']} epochs, remaining "
         f"{res['signed_remaining']:.4%}), exported as `ssm export --format onnx,litert,compact "
         f"--shrink --int8` does (fold, shrink, input crop {_box(crop.get('box'))}: "
-        f"{crop.get('features_after')} of {crop.get('features_before')} inputs kept); dense: "
+        f"{crop.get('features_after')} of {crop.get('features_before')} inputs kept"
+        f"{_alignment_note(res)}); dense: "
         f"`{res['dense_run']}` ({res['dense_epochs']} epochs){tfmot_line}",
         f"- Keras accuracy ({res['test_images']:,} test images; float32 models): signed "
         f"{acc['signed']:.4f}, dense {acc['dense']:.4f}{tfmot_acc}; "
@@ -785,12 +830,40 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
         )
         + " The signed files' speed comes from shrinking (fewer units and filters, smaller "
         "dense MatMuls and Convs)"
-        + (" and cropping the unread input border (one Slice)." if crop.get("box") else "."),
+        + (", cropping the unread input border (one Slice)" if crop.get("box") else "")
+        + (
+            " and keeping the shrunk convolutions in onnxruntime's blocked layout (zero-filter "
+            "padding to its channel block)."
+            if _alignment_note(res)
+            else "."
+        ),
         "",
     ]
+    if "heaviest_nodes_batch64_default_us" in res:
+        lines += _heaviest_lines(res)
     if "profiles_batch1_default_us" in res:
         lines += _batch1_lines(res)
     return "\n".join(lines)
+
+
+def _heaviest_lines(res: dict[str, Any]) -> list[str]:
+    """The heaviest nodes of the dense and the signed fp32 files at batch 64, each with its
+    share of the whole run: which layers the time goes to."""
+    lines = [
+        "## The heaviest nodes (onnxruntime profiler, default session options, batch 64)",
+        "",
+        "Each node's median us per run and its share of the file's whole run (node names as "
+        "onnxruntime's optimized graph has them):",
+        "",
+    ]
+    for label, nodes in res["heaviest_nodes_batch64_default_us"].items():
+        whole = res["profiles_batch64_default_us"].get(label, {}).get("(whole run)") or 0.0
+        parts = [
+            f"{name} {us:.1f}" + (f" ({100 * us / whole:.0f}%)" if whole else "")
+            for name, us in nodes.items()
+        ]
+        lines.append(f"- {label}: " + ", ".join(parts))
+    return [*lines, ""]
 
 
 def _profile_lines(profiles: dict[str, dict[str, float]], batch: str) -> list[str]:

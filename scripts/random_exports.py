@@ -10,7 +10,10 @@ global pooling and residual ``Add``s. Its scores are set so that a random share 
 * ``shrink``: ``keras_ssm.export.shrink(folded)`` against the folded model;
 * ``onnx``, ``onnx_int2``, ``tflite_sparse``, ``tflite_dense``: the shrunk model exported
   (``onnx_bytes``, the same with exact 2-bit weight codes at opset 25, ``tflite_bytes(sparse=True
-  / False)``) and run (onnxruntime with default options, LiteRT) against Keras.
+  / False)``) and run (onnxruntime with default options, LiteRT) against Keras;
+* ``onnx_aligned``: the shrunk model with its convolutions padded by zero filters
+  (``keras_ssm.export.align_channels``, to multiples of 4 so that these small models have
+  some to pad), exported to ONNX, against the shrunk model.
 
 Every check runs on inputs on which the model's outputs vary (standard normal inputs, rescaled
 if needed); a model whose outputs stay constant or saturated on all of them is skipped and
@@ -45,7 +48,7 @@ import keras_ssm  # noqa: E402
 from keras_ssm.wrap import masked_layers  # noqa: E402
 
 L = keras.layers
-STAGES = ("fold", "shrink", "onnx", "onnx_int2", "tflite_sparse", "tflite_dense")
+STAGES = ("fold", "shrink", "onnx", "onnx_int2", "onnx_aligned", "tflite_sparse", "tflite_dense")
 ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "linear", "swish")
 SATURATING = ("softmax", "sigmoid", "tanh")
 
@@ -267,6 +270,13 @@ def _onnx(
     return lambda x: [np.asarray(y, np.float64) for y in sess.run(None, {name: x})]
 
 
+def _aligned(model: keras.Model, rec: dict[str, Any]) -> keras.Model:
+    """``model`` with its convolutions padded to multiples of 4 (``rec["aligned"]``: how many)."""
+    aligned, padded = keras_ssm.export.align_channels(model, multiple=4)
+    rec["aligned"] = len(padded)
+    return aligned
+
+
 def _tflite(
     model: keras.Model, sparse: bool, rec: dict[str, Any]
 ) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -347,6 +357,7 @@ def check_model(index: int, seed: int, stages: tuple[str, ...], rtol: float) -> 
         "shrink": lambda: _keras(small),
         "onnx": lambda: _onnx(small),
         "onnx_int2": lambda: _onnx(small, rec, code_bits=2),
+        "onnx_aligned": lambda: _onnx(_aligned(small, rec)),
         "tflite_sparse": lambda: _tflite(small, True, rec),
         "tflite_dense": lambda: _tflite(small, False, rec),
     }
@@ -386,6 +397,12 @@ def summarize(records: list[dict[str, Any]], stages: tuple[str, ...], rtol: floa
         lines.append(
             f"ONNX int2: {sum(c > 0 for c in coded)} of {len(coded)} model(s) with ternary "
             f"weights stored as 2-bit codes ({sum(coded)} tensors)"
+        )
+    aligned = [r["aligned"] for r in checked if "aligned" in r]
+    if aligned:
+        lines.append(
+            f"ONNX aligned: {sum(a > 0 for a in aligned)} of {len(aligned)} model(s) with "
+            f"convolutions padded by zero filters ({sum(aligned)} layers)"
         )
     repairs = [r["tflite_repair"] for r in checked if "tflite_repair" in r]
     if repairs:

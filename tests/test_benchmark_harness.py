@@ -104,7 +104,10 @@ def test_markdown_has_both_settings_and_the_profile(bench) -> None:
         signed_remaining=0.03,
         tfmot_remaining=0.03,
         keras_accuracy={"signed": 0.98, "dense": 0.975, "tfmot": 0.979},
-        signed_export={"crop": {"box": [[3, 1], [3, 2]], "features_before": 784}},
+        signed_export={
+            "crop": {"box": [[3, 1], [3, 2]], "features_before": 784},
+            "onnx_channel_alignment": {"multiple": 16, "filters": {"conv1": [57, 64]}},
+        },
         settings={
             "cpu_count": 2,
             "timing_niceness": 0,
@@ -116,13 +119,57 @@ def test_markdown_has_both_settings_and_the_profile(bench) -> None:
         wall_s=300.0,
         prepare_wall_s=280.0,
         prepare_niceness=15,
-        profiles_batch64_default_us={bench.SIGNED_INT8: {"MatMul": 50.0, "(whole run)": 60.0}},
+        profiles_batch64_default_us={
+            bench.SIGNED_INT8: {"MatMul": 50.0, "(whole run)": 60.0},
+            bench.SIGNED_FP32: {"MatMul": 50.0, "(whole run)": 80.0},
+        },
+        heaviest_nodes_batch64_default_us={
+            bench.DENSE_ONNX: {"dense_1 (MatMul)": 120.0},
+            bench.SIGNED_FP32: {"dense_1 (MatMul)": 40.0, "elu (Elu)": 8.0},
+        },
     )
     res["targets"] = bench._targets(res, arts)
     text = bench._markdown(res, arts)
     assert "b64 us default" in text and "b64 us 1 thread" in text
     assert "-> MISSED" in text and "## Where the time goes" in text
     assert "folds the int8 weights" in text
+    assert "## The heaviest nodes" in text
+    assert "padded with zero filters to multiples of 16 for onnxruntime's blocked " in text
+    assert "convolutions: conv1 57 -> 64" in text
+    assert f"- {bench.SIGNED_FP32}: dense_1 (MatMul) 40.0 (50%), elu (Elu) 8.0 (10%)" in text
+    assert f"- {bench.DENSE_ONNX}: dense_1 (MatMul) 120.0\n" in text  # no whole run: no share
+
+
+def test_profile_per_operator_and_heaviest_nodes(bench, tmp_path) -> None:
+    """The profiler's per-operator sums and heaviest nodes come from the same node times."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(64, 256)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(256, 8)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="big"),
+            helper.make_node("Elu", ["h"], ["a"], name="act"),
+            helper.make_node("MatMul", ["a", "w2"], ["y"], name="small"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    per_op, heaviest = bench._profile(path, np.ones((64, 64), np.float32), runs=20, top=2)
+    assert set(per_op) >= {"Elu", "(whole run)"} and per_op["(whole run)"] > 0
+    assert len(heaviest) == 2 and all(re.fullmatch(r".+ \(\w+\)", k) for k in heaviest)
+    assert list(heaviest.values()) == sorted(heaviest.values(), reverse=True)
+    for node, us in heaviest.items():  # a node's time is part of its operator type's sum
+        assert us <= per_op[node.rsplit(" (", 1)[1][:-1]] + 1e-9, (node, per_op)
 
 
 @pytest.fixture(scope="module")

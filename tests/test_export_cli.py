@@ -269,3 +269,57 @@ def test_out_dir_opset_and_bench_threads(tmp_path: Path, data_dir: Path) -> None
     assert result["threads"]["onnxruntime"]["intra_op_num_threads"] == 2
     assert result["threads"]["litert"]["num_threads"] == 2
     assert json.loads((dest / "bench.json").read_text())["runs"] == 50
+
+
+def _conv_run(folder: Path) -> Path:
+    """A tiny masked convnet run whose shrunk first convolution keeps 27 of its 40 filters."""
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras_ssm.layers.MaskedConv2D(40, 3, activation="elu", use_bias=False, name="c1")(inputs)
+    x = keras_ssm.layers.MaskedConv2D(20, 3, activation="elu", use_bias=False, name="c2")(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras_ssm.MaskedDense(10, use_bias=False, name="output")(x)
+    model = keras.Model(inputs, outputs, name="tinyconv")
+    c1 = model.get_layer("c1")
+    scores = keras.ops.convert_to_numpy(c1.scores).copy()
+    scores[..., :13] = 0.0  # 13 filters with no incoming weights: elu(0) = 0, removed
+    c1.scores.assign(scores)
+    folder.mkdir(parents=True)
+    model.save(folder / "model.keras")
+    (folder / "metrics.json").write_text(json.dumps({"dataset": "cifar10", "mask": "signed"}))
+    return folder
+
+
+def test_onnx_files_pad_shrunk_convolutions_to_the_channel_block(tmp_path: Path) -> None:
+    """With --shrink the ONNX files get 32 filters (27 live + 5 zero) in the first convolution,
+    so that onnxruntime keeps its blocked convolution for the second; LiteRT and the compact
+    file keep the shrunk 27; every file still equals Keras (the pipeline checks each)."""
+    run = _conv_run(tmp_path / "run")
+    argv = ["--format", "onnx,litert,compact", "--shrink", "--int8", "--quiet"]
+    report = ssm("export", str(run), *argv, "--out-dir", str(tmp_path / "a"))
+    aligned = report["onnx_channel_alignment"]
+    assert aligned["multiple"] == 16 and aligned["filters"] == {"c1": [27, 32]}
+    assert aligned["max_rel_error"] <= 1e-6  # the padded model against the trained one
+
+    def conv_out_channels(path: Path) -> list[int]:
+        graph = onnx.load(str(path)).graph
+        dims = {t.name: list(t.dims) for t in graph.initializer}
+        return [dims[n.input[1]][0] for n in graph.node if n.op_type == "Conv"]
+
+    assert conv_out_channels(tmp_path / "a" / "model.onnx")[0] == 32
+    assert load_compact(tmp_path / "a" / "model.ssm").get_layer("c1").filters == 27
+    x = np.random.default_rng(0).random((4, 12, 12, 3)).astype("float32")
+    np.testing.assert_array_equal(
+        runtime.onnx_predict(tmp_path / "a" / "model_int8.onnx", x),
+        runtime.onnx_predict(tmp_path / "a" / "model.onnx", x),
+    )
+    off = ssm(
+        "export", str(run), *argv, "--channel-multiple", "0", "--out-dir", str(tmp_path / "b")
+    )
+    assert "onnx_channel_alignment" not in off
+    assert conv_out_channels(tmp_path / "b" / "model.onnx")[0] == 27
+    with pytest.raises(ValueError, match="channel_multiple .--channel-multiple. must be 0"):
+        ssm("export", str(run), *argv, "--channel-multiple", "1", "--out-dir", str(tmp_path / "c"))
+    with pytest.raises(SystemExit):  # argparse: not a number >= 0
+        ssm("export", str(run), *argv, "--channel-multiple", "-4")
+    assert not (tmp_path / "c").exists()

@@ -163,13 +163,14 @@ def random_exports():  # noqa: ANN201
 
 
 def test_random_architectures_export_exactly(random_exports):
-    stages = ("fold", "shrink", "onnx", "onnx_int2", "tflite_sparse")
+    stages = ("fold", "shrink", "onnx", "onnx_int2", "onnx_aligned", "tflite_sparse")
     records = [random_exports.check_model(i, 7, stages, 1e-5) for i in range(24)]
     checked = [r for r in records if "degenerate" not in r]
     assert len(checked) >= 18
     bad = random_exports.failures(records, 1e-5)
     assert not bad, random_exports.summarize(records, stages, 1e-5) + f"\n{bad}"
     assert sum(r.get("int_coded", 0) > 0 for r in checked) >= len(checked) // 2  # 2-bit codes
+    assert sum(r.get("aligned", 0) > 0 for r in checked) >= 2  # zero-filter padding came up
     repairs = [r["tflite_repair"] for r in checked if "tflite_repair" in r]
     assert all("sparse_fallback" not in r for r in repairs)  # re-encoded, never all dense
     # the seed is chosen so that the converter's truncated blocks do come up

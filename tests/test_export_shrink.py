@@ -36,8 +36,10 @@ def ternarize(
             n = layer.moving_mean.shape[0]
             layer.moving_mean.assign(rng.normal(0, 0.3, n).astype(np.float32))
             layer.moving_variance.assign(rng.uniform(0.5, 2, n).astype(np.float32))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            layer.beta.assign(rng.normal(0, 0.3, n).astype(np.float32))
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 0.3, n).astype(np.float32))
 
 
 def rel_err(a: keras.Model, b: keras.Model, shape: tuple[int, ...], seed: int = 1) -> float:
@@ -426,3 +428,98 @@ def test_attention_stays_whole_and_exact():
     small, report = shrink(model)
     assert small.count_params() == model.count_params() and report.layers == []
     assert rel_err(model, small, (5, 6)) <= 1e-6
+
+
+# ----------------------------------------------------------------------------- align_channels
+
+
+def _conv_pair(middle: list, filters: int = 27, bias: bool = True) -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((10, 10, 5)),
+            L.Conv2D(filters, 3, padding="same", use_bias=bias, activation="elu"),
+            *middle,
+            L.Conv2D(7, 3, activation="sigmoid"),
+            L.Flatten(),
+            L.Dense(3),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        [],
+        [L.BatchNormalization()],
+        [L.BatchNormalization(center=False, scale=False)],
+        [L.PReLU()],
+        [L.PReLU(shared_axes=[1, 2, 3])],
+        [L.MaxPooling2D(), L.ZeroPadding2D(1)],
+        [L.Dropout(0.5), L.AveragePooling2D(2), L.ReLU()],
+    ],
+    ids=["none", "batchnorm", "bn_no_affine", "prelu", "prelu_shared", "pool_pad", "drop_avg"],
+)
+def test_align_channels_pads_with_zero_filters_and_keeps_the_outputs(middle):
+    from keras_ssm.export.shrink import align_channels
+
+    m = _conv_pair(middle)
+    ternarize(m, density=0.5, seed=3)
+    for layer in m.layers:
+        if isinstance(layer, L.PReLU):
+            a = layer.get_weights()[0]
+            layer.set_weights([np.random.default_rng(1).uniform(0.1, 0.9, a.shape).astype("f")])
+    aligned, padded = align_channels(m)
+    assert padded == {m.layers[0].name: (27, 32)}
+    assert aligned.layers[0].filters == 32 and aligned.layers[-3].get_weights()[0].shape[2] == 32
+    k = aligned.layers[0].get_weights()[0]
+    assert not np.any(k[..., 27:]) and np.array_equal(k[..., :27], m.layers[0].get_weights()[0])
+    assert rel_err(m, aligned, (10, 10, 5)) <= 1e-6
+    assert m.layers[0].filters == 27  # the model given is not modified
+
+
+def test_align_channels_leaves_what_gains_nothing():
+    from keras_ssm.export.shrink import align_channels
+
+    small = _conv_pair([], filters=12)  # below the block: read directly
+    assert align_channels(small)[1] == {}
+    aligned_already = _conv_pair([], filters=32)
+    assert align_channels(aligned_already) == (aligned_already, {})
+    to_dense = keras.Sequential(  # a Dense consumer would only grow
+        [keras.Input((6, 6, 2)), L.Conv2D(20, 3), L.Flatten(), L.Dense(4)]
+    )
+    assert align_channels(to_dense)[1] == {}
+    depthwise = keras.Sequential(
+        [keras.Input((6, 6, 20)), L.Conv2D(20, 1), L.DepthwiseConv2D(3), L.Conv2D(5, 1)]
+    )
+    assert align_channels(depthwise)[1] == {}
+
+
+def test_align_channels_limits_and_multiple():
+    from keras_ssm.export.shrink import align_channels
+
+    m = _conv_pair([], filters=27)
+    name = m.layers[0].name
+    assert align_channels(m, multiple=8)[1] == {name: (27, 32)}
+    assert align_channels(m, multiple=4)[1] == {name: (27, 28)}
+    assert align_channels(m, limits={name: 30})[1] == {name: (27, 30)}  # never past the limit
+    assert align_channels(m, limits={"other": 64})[1] == {}  # only the layers named
+    with pytest.raises(ValueError, match="multiple=1"):
+        align_channels(m, multiple=1)
+
+
+def test_align_channels_after_shrink_restores_the_block():
+    """A shrunk 64-filter convolution left with 45 live filters is padded back to 48, not 64."""
+    from keras_ssm.export.shrink import align_channels
+
+    m = keras.Sequential(
+        [keras.Input((8, 8, 3)), L.Conv2D(64, 3, activation="elu"), L.Conv2D(64, 3),
+         L.Flatten(), L.Dense(5)]
+    )  # fmt: skip
+    ternarize(m, density=0.3, seed=5, dead_in=19)
+    small, report = shrink(m)
+    first = next(e for e in report.layers if e.name == m.layers[0].name)
+    assert first.units_after == 45
+    limits = {e.name: e.units_before for e in report.layers}
+    aligned, padded = align_channels(small, limits=limits)
+    assert padded[m.layers[0].name] == (45, 48)
+    assert rel_err(m, aligned, (8, 8, 3)) <= 1e-6

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         int8=args.int8,
         code_bits=args.code_bits,
         opset=args.opset,
+        channel_multiple=args.channel_multiple,
         overwrite=args.force,
         progress=progress,
     )
@@ -66,6 +67,14 @@ def register(subparsers: Any) -> None:
         type=number(int, "opset", 12, 22, low_inclusive=True),
         default=17,
         help="ONNX opset (default 17)",
+    )
+    export.add_argument(
+        "--channel-multiple",
+        type=number(int, "channel multiple", 0, low_inclusive=True),
+        default=16,
+        help="with --shrink, the ONNX files pad shrunk convolutions feeding another one with "
+        "zero filters to a multiple of this (onnxruntime's fast blocked convolutions need it; "
+        "default 16, 0: off)",
     )
     export.add_argument("--out-dir", help="destination folder (default: RUN/export)")
     export.add_argument("--force", action="store_true", help="replace existing files")

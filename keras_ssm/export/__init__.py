@@ -1,6 +1,8 @@
 """Deploying folded signed-supermask models.
 
 * :func:`shrink` removes units/filters that can no longer matter (same outputs, smaller model);
+  :func:`align_channels` pads a shrunk convolution's odd filter count with zero filters so that
+  onnxruntime keeps its fast blocked convolutions;
   :func:`crop_inputs` cuts the image border an FCN never reads (one Slice, not a Gather).
 * :func:`to_onnx` / :func:`to_tflite` export through tf2onnx / the TFLite converter and verify
   the result against Keras before the file is kept.
@@ -35,7 +37,7 @@ from keras_ssm.export.int8 import is_ternary, quantize_onnx_ternary, ternary_cod
 from keras_ssm.export.onnx import onnx_bytes, to_onnx
 from keras_ssm.export.pipeline import FORMATS, export_model, export_run, parse_formats
 from keras_ssm.export.runtime import ort_session
-from keras_ssm.export.shrink import LayerShrink, ShrinkReport, shrink
+from keras_ssm.export.shrink import LayerShrink, ShrinkReport, align_channels, shrink
 from keras_ssm.export.tflite import run_tflite, tflite_bytes, to_tflite
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "ExportVerificationError",
     "LayerShrink",
     "ShrinkReport",
+    "align_channels",
     "atomic_path",
     "atomic_write_bytes",
     "bench_run",

@@ -45,6 +45,7 @@ from keras_ssm.export._verify import (
     probe_inputs,
 )
 from keras_ssm.export.runtime import file_sizes, library_versions
+from keras_ssm.export.shrink import NCHWC_BLOCK
 
 __all__ = [
     "FORMATS",
@@ -88,6 +89,17 @@ def _check_int8(formats: Sequence[str], int8: bool, code_bits: int) -> None:
             f"code_bits={code_bits} (--code-bits) sets the width of the --int8 file's weight "
             "codes: add int8=True (--int8)"
         )
+
+
+def _check_channel_multiple(channel_multiple: Any) -> int:
+    """``channel_multiple`` as an int: 0 (off) or at least 2."""
+    ok = isinstance(channel_multiple, int) and not isinstance(channel_multiple, bool)
+    if not ok or channel_multiple < 0 or channel_multiple == 1:
+        raise ValueError(
+            "channel_multiple (--channel-multiple) must be 0 (no padding) or an integer >= 2; "
+            f"received {channel_multiple!r}"
+        )
+    return channel_multiple
 
 
 def file_names(formats: Sequence[str], int8: bool, code_bits: int = 8) -> list[str]:
@@ -166,6 +178,7 @@ def export_model(
     int8: bool = False,
     code_bits: int = 8,
     opset: int = 17,
+    channel_multiple: int = NCHWC_BLOCK,
     overwrite: bool = False,
     manifest: dict[str, Any] | None = None,
     progress: Progress = None,
@@ -173,17 +186,25 @@ def export_model(
     """Fold (and shrink) ``model`` and write ``formats`` into ``out_dir``; return the manifest
     that ``export.json`` holds.  ``manifest`` entries (e.g. the run's accuracy) are included.
     ``int8`` adds the ONNX file with exact integer weight codes of ``code_bits`` bits (8, 4
-    or 2: :func:`keras_ssm.export.to_onnx`)."""
+    or 2: :func:`keras_ssm.export.to_onnx`).
+
+    With ``shrink``, the ONNX files pad each shrunk 2D convolution that feeds another one
+    with zero filters up to a multiple of ``channel_multiple`` (default 16, never past its
+    trained width; 0: off; :func:`keras_ssm.export.align_channels`): the same outputs, and
+    onnxruntime runs the convolutions after it in its fast blocked layout (measured on the
+    shrunk Conv4: about 1.2x faster at batch 64).  The other formats keep the shrunk widths."""
     import keras
 
     from keras_ssm import wrap
     from keras_ssm.export.crop import crop_inputs
     from keras_ssm.export.onnx import to_onnx
+    from keras_ssm.export.shrink import align_channels
     from keras_ssm.export.shrink import shrink as shrink_model
     from keras_ssm.export.tflite import to_tflite
 
     formats = parse_formats(formats)
     _check_int8(formats, int8, code_bits)
+    _check_channel_multiple(channel_multiple)
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             "exporting needs the TensorFlow backend (set KERAS_BACKEND=tensorflow; the current "
@@ -245,14 +266,29 @@ def export_model(
                 f"  shrink: params {shrink_report.params_before} -> "
                 f"{shrink_report.params_after} (max rel error {err:.2g}); {crop_report}"
             )
+        for_onnx = deployed
+        if shrink and channel_multiple and "onnx" in formats:
+            widths = {e.name: e.units_before for e in shrink_report.layers}
+            for_onnx, padded = align_channels(deployed, channel_multiple, limits=widths)
+            report["onnx_channel_alignment"] = {
+                "multiple": channel_multiple,
+                "filters": {name: list(pair) for name, pair in padded.items()},
+                "max_rel_error": max_rel_error(keras_outputs(for_onnx, x), want),
+            }
+            if padded:
+                say(
+                    "  ONNX: zero filters pad "
+                    + ", ".join(f"{name} {a} -> {b}" for name, (a, b) in padded.items())
+                    + f" (multiples of {channel_multiple}: onnxruntime's blocked convolutions)"
+                )
         steps: list[tuple[str, Callable[[Path], Any]]] = []
         if "onnx" in formats:
-            steps.append(("model.onnx", lambda p: to_onnx(deployed, p, opset=opset)))
+            steps.append(("model.onnx", lambda p: to_onnx(for_onnx, p, opset=opset)))
             if int8:
                 steps.append(
                     (
                         f"model_int{code_bits}.onnx",
-                        lambda p: to_onnx(deployed, p, opset=opset, int8=True, code_bits=code_bits),
+                        lambda p: to_onnx(for_onnx, p, opset=opset, int8=True, code_bits=code_bits),
                     )
                 )
         if "litert" in formats:
@@ -324,6 +360,7 @@ def export_run(
     int8: bool = False,
     code_bits: int = 8,
     opset: int = 17,
+    channel_multiple: int = NCHWC_BLOCK,
     overwrite: bool = False,
     progress: Progress = None,
 ) -> dict[str, Any]:
@@ -332,6 +369,7 @@ def export_run(
     ``out_dir``) and returns the manifest."""
     formats = parse_formats(formats)  # argument errors before the model is loaded
     _check_int8(formats, int8, code_bits)
+    _check_channel_multiple(channel_multiple)
     run_dir, model, metrics, source = open_source(run)
     dest = Path(out_dir) if out_dir is not None else run_dir.export_path
     manifest = {
@@ -352,6 +390,7 @@ def export_run(
         int8=int8,
         code_bits=code_bits,
         opset=opset,
+        channel_multiple=channel_multiple,
         overwrite=overwrite,
         manifest=manifest,
         progress=progress,

@@ -50,7 +50,13 @@ from keras_ssm.graph import (
     positions,
 )
 
-__all__ = ["shrink", "ShrinkReport", "LayerShrink", "ELEMENTWISE_ACTIVATIONS"]
+__all__ = [
+    "shrink",
+    "align_channels",
+    "ShrinkReport",
+    "LayerShrink",
+    "ELEMENTWISE_ACTIVATIONS",
+]
 
 _L = keras.layers
 _DENSE = (_L.Dense,)
@@ -321,3 +327,115 @@ def shrink(model: keras.Model, max_iterations: int = 100) -> tuple[keras.Model, 
         params_after=_count(w),
     )
     return new, report
+
+
+# ----------------------------------------------------------------------------- alignment
+
+#: onnxruntime's CPU convolutions run in its blocked NCHWc layout (fast) only when a
+#: convolution's input channels are a multiple of the block (16 with AVX-512, 8 with AVX2) or
+#: fewer than it; otherwise they fall back to a much slower path.  A shrunk model's odd filter
+#: counts (e.g. 57 or 27) put the convolutions after them on that path.
+NCHWC_BLOCK = 16
+
+
+def _pad_last(a: np.ndarray, extra: int, value: float) -> np.ndarray:
+    pad = np.full((*a.shape[:-1], extra), value, dtype=a.dtype)
+    return np.concatenate([a, pad], axis=-1)
+
+
+def _pad_values(layer) -> list[float] | None:
+    """What a padded channel of a per-channel layer on a chain holds (it reads zeros and its
+    output meets zero weights, so any finite value is exact); ``None``: cannot pad it."""
+    if type(layer) is _L.BatchNormalization:
+        return [1.0] * layer.scale + [0.0] * layer.center + [0.0, 1.0]
+    if type(layer) is _L.PReLU:
+        return [0.0]
+    return None
+
+
+def align_channels(
+    model: keras.Model,
+    multiple: int = NCHWC_BLOCK,
+    limits: dict[str, int] | None = None,
+) -> tuple[keras.Model, dict[str, tuple[int, int]]]:
+    """Pad the filter counts of 2D convolutions that feed another 2D convolution up to a
+    multiple of ``multiple`` with all-zero filters: the same function, computed faster by
+    runtimes whose fast convolution needs aligned channel counts (onnxruntime's NCHWc).
+
+    A filter count below ``multiple`` is left as it is (the next convolution then reads it
+    directly). The padded filters are zero, their consumer's weights for them are zero, and a
+    BatchNormalization or PReLU between the two gets a neutral entry for them, so the outputs
+    are those of ``model``.
+
+    Args:
+        model: a built Sequential or functional model of stock layers (e.g. what :func:`shrink`
+            returns). It is not modified.
+        multiple: the channel block (default :data:`NCHWC_BLOCK`, 16).
+        limits: when given, only these layers are padded, each to at most its value (e.g. the
+            counts before :func:`shrink`: never wider than the trained model).
+
+    Returns:
+        ``(model, padded)`` where ``padded`` maps each padded layer to ``(filters before,
+        filters after)``; ``model`` itself when nothing needs padding.
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(20, 3),
+        ...                       keras.layers.ReLU(), keras.layers.Conv2D(4, 3)])
+        >>> aligned, padded = align_channels(m)
+        >>> padded
+        {'conv2d': (20, 32)}
+        >>> x = keras.random.uniform((2, 8, 8, 3))
+        >>> bool(keras.ops.all(aligned(x) == m(x)))
+        True
+    """
+    if int(multiple) < 2:
+        raise ValueError(f"`multiple` must be an integer >= 2; received multiple={multiple!r}.")
+    w = {layer.name: [np.array(a) for a in layer.get_weights()] for layer in model.layers}
+    padded: dict[str, tuple[int, int]] = {}
+    for chain in _chains(model):
+        p, q = chain.producer, chain.consumer
+        if not all(
+            type(x) is _L.Conv2D and x.groups == 1 and x.data_format == "channels_last"
+            for x in (p, q)
+        ):
+            continue  # a Dense consumer gains nothing and would grow by whole zero rows
+        if limits is not None and p.name not in limits:
+            continue
+        n = w[p.name][0].shape[-1]
+        target = -(-n // multiple) * multiple
+        if limits is not None:
+            target = min(target, int(limits[p.name]))
+        if n < multiple or target <= n:
+            continue
+        if w[q.name][0].shape[-2] != n:  # e.g. a Flatten in between
+            continue
+        fills = {x.name: _pad_values(x) for x in chain.path if w.get(x.name)}
+        if any(v is None or len(v) != len(w[name]) for name, v in fills.items()):
+            continue
+        extra = target - n
+        w[p.name] = [_pad_last(a, extra, 0.0) for a in w[p.name]]
+        for name, values in fills.items():  # a PReLU alpha shared over channels stays
+            w[name] = [
+                a if a.shape[-1] == 1 else _pad_last(a, extra, v)
+                for a, v in zip(w[name], values, strict=True)
+            ]
+        qk = w[q.name][0]  # (kh, kw, n, out): zero rows for the padded input channels
+        w[q.name][0] = np.concatenate(
+            [qk, np.zeros((*qk.shape[:-2], extra, qk.shape[-1]), qk.dtype)], axis=-2
+        )
+        padded[p.name] = (n, target)
+    if not padded:
+        return model, padded
+
+    def clone(layer):
+        cfg = layer.get_config()
+        if layer.name in padded:
+            cfg["filters"] = padded[layer.name][1]
+        return layer.__class__.from_config(cfg)
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    for layer in new.layers:
+        if w.get(layer.name):
+            layer.set_weights(w[layer.name])
+    return new, padded
