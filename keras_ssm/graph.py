@@ -45,6 +45,7 @@ from keras_ssm.wrap import iter_layers
 __all__ = [
     "AFFINE",
     "Chain",
+    "DEPTHWISE",
     "ELEMENTWISE",
     "ELEMENTWISE_ACTIVATIONS",
     "FLATTEN",
@@ -99,6 +100,7 @@ AFFINE = "affine"  # a scale and shift per channel: BatchNormalization over the 
 POOLING = "pooling"  # pooling within each channel: a constant channel stays that constant
 PADDING = "padding"  # zero padding: the channel stays, a constant one gains a zero border
 FLATTEN = "flatten"  # channels-last flatten: channel c of position p lands at p * C + c
+DEPTHWISE = "depthwise"  # a depthwise convolution (one filter per channel, multiplier 1)
 
 _L = keras.layers
 _KINDS: dict[type, str] = {
@@ -137,6 +139,7 @@ _KINDS: dict[type, str] = {
     ),
     **dict.fromkeys((_L.ZeroPadding1D, _L.ZeroPadding2D, _L.ZeroPadding3D), PADDING),
     _L.Flatten: FLATTEN,
+    **dict.fromkeys((_L.DepthwiseConv1D, _L.DepthwiseConv2D), DEPTHWISE),
 }
 _KERNEL_LAYERS = (_L.Dense, _L.Conv1D, _L.Conv2D, _L.Conv3D)
 
@@ -165,12 +168,13 @@ def _last_axis(layer: keras.layers.Layer, axis: Any) -> bool:
 
 def channel_kind(layer: keras.layers.Layer) -> str | None:
     """How ``layer`` acts per channel (:data:`IDENTITY`, :data:`ELEMENTWISE`, :data:`AFFINE`,
-    :data:`POOLING`, :data:`PADDING`, :data:`FLATTEN`), or ``None`` when it mixes channels or is
-    not known to act per channel: such a layer ends a chain.
+    :data:`POOLING`, :data:`PADDING`, :data:`FLATTEN`, :data:`DEPTHWISE`), or ``None`` when it
+    mixes channels or is not known to act per channel: such a layer ends a chain.
 
     The class must match exactly (a subclass may compute something else), an ``Activation``
-    must be element-wise, a BatchNormalization must normalise the last axis, and pooling,
-    padding and Flatten must be channels-last.
+    must be element-wise, a BatchNormalization must normalise the last axis, pooling, padding,
+    Flatten and depthwise convolutions must be channels-last, and a depthwise convolution must
+    have one filter per channel and an element-wise activation.
 
     >>> import keras
     >>> channel_kind(keras.layers.Activation("relu")), channel_kind(keras.layers.Softmax())
@@ -185,6 +189,11 @@ def channel_kind(layer: keras.layers.Layer) -> str | None:
         return kind if _last_axis(layer, layer.axis) else None
     if kind in (POOLING, PADDING, FLATTEN):
         return kind if _channels_last(layer) else None
+    if kind == DEPTHWISE:
+        quant = getattr(getattr(layer, "dtype_policy", None), "quantization_mode", None)
+        plain = quant is None and not getattr(layer, "lora_enabled", False)
+        ok = plain and layer.depth_multiplier == 1 and _channels_last(layer)
+        return kind if ok and has_elementwise_activation(layer) else None
     return kind
 
 

@@ -488,10 +488,10 @@ def test_align_channels_leaves_what_gains_nothing():
         [keras.Input((6, 6, 2)), L.Conv2D(20, 3), L.Flatten(), L.Dense(4)]
     )
     assert align_channels(to_dense)[1] == {}
-    depthwise = keras.Sequential(
-        [keras.Input((6, 6, 20)), L.Conv2D(20, 1), L.DepthwiseConv2D(3), L.Conv2D(5, 1)]
+    grouped = keras.Sequential(  # a grouped consumer: not onnxruntime's plain convolution
+        [keras.Input((6, 6, 20)), L.Conv2D(20, 1), L.Conv2D(10, 3, groups=2)]
     )
-    assert align_channels(depthwise)[1] == {}
+    assert align_channels(grouped)[1] == {}
 
 
 def test_align_channels_limits_and_multiple():
@@ -523,3 +523,114 @@ def test_align_channels_after_shrink_restores_the_block():
     aligned, padded = align_channels(small, limits=limits)
     assert padded[m.layers[0].name] == (45, 48)
     assert rel_err(m, aligned, (8, 8, 3)) <= 1e-6
+
+
+# ----------------------------------------------------------------------------- depthwise paths
+
+
+def _inverted_block(padding: str) -> keras.Model:
+    """expand (1x1) -> depthwise 3x3 -> project (1x1): the MobileNet block."""
+    return keras.Sequential(
+        [
+            keras.Input((7, 7, 3)),
+            L.Conv2D(24, 1, activation="relu", name="expand"),
+            L.DepthwiseConv2D(3, padding=padding, activation="relu", name="dw"),
+            L.Conv2D(6, 1, name="project"),
+            L.GlobalAveragePooling2D(),
+            L.Dense(4),
+        ]
+    )
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_depthwise_paths_remove_blocked_and_constant_channels(padding):
+    """Channels behind an all-zero depthwise filter are removed (their constant folded into the
+    project layer's bias); a channel with no inputs is removed where its constant stays the
+    same at every position: a zero one always, a non-zero one only without zero padding."""
+    m = _inverted_block(padding)
+    ternarize(m, density=0.6, seed=11)
+    for name in ("expand", "dw", "project"):  # no unit dead by chance
+        w = m.get_layer(name).get_weights()
+        m.get_layer(name).set_weights([np.where(w[0] == 0, 0.3, w[0]), *w[1:]])
+    k, b = m.get_layer("expand").get_weights()
+    k[..., 10:15] = 0.0  # no incoming weights
+    b[10:14], b[14] = -1.0, 0.5  # relu: 0 for 10-13, 0.5 for 14
+    m.get_layer("expand").set_weights([k, b])
+    dk, db = m.get_layer("dw").get_weights()
+    dk[..., :6, :] = 0.0  # blocked: relu(db) goes on whatever comes in
+    db[:6] = np.linspace(-0.5, 0.5, 6)
+    dk[..., 10:15, :] = 0.7  # the constants' channels have taps
+    m.get_layer("dw").set_weights([dk, db])
+    pk, pb = m.get_layer("project").get_weights()
+    pk[:, :, 20:22, :] = 0.0  # no outgoing weights
+    m.get_layer("project").set_weights([pk, pb])
+    small, report = shrink(m)
+    kept_constant = 1 if padding == "same" else 0  # 0.5 through a zero-padded 3x3: not uniform
+    assert small.get_layer("expand").filters == 24 - 6 - 4 - 2 - 1 + kept_constant
+    entry = next(e for e in report.layers if e.name == "expand")
+    assert entry.removed_no_output == 6 + 2 and entry.removed_no_input == 4 + 1 - kept_constant
+    assert small.get_layer("dw").get_weights()[0].shape[-2] == small.get_layer("expand").filters
+    assert rel_err(m, small, (7, 7, 3)) <= 1e-6
+
+
+def test_depthwise_path_with_batchnorm_and_padding_layers():
+    m = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            L.Conv2D(32, 1, name="expand"),
+            L.BatchNormalization(),
+            L.ReLU(6.0),
+            L.ZeroPadding2D(((0, 1), (0, 1))),
+            L.DepthwiseConv2D(3, strides=2, use_bias=False, name="dw"),
+            L.BatchNormalization(),
+            L.ReLU(6.0),
+            L.Conv2D(8, 1, name="project"),
+            L.Flatten(),
+            L.Dense(3),
+        ]
+    )
+    ternarize(m, density=0.15, seed=2)  # 0.85 ** 9: about a quarter of the filters are zero
+    dead = int(np.sum(~np.any(m.get_layer("dw").get_weights()[0] != 0, axis=(0, 1, 3))))
+    assert dead >= 4
+    small, _ = shrink(m)
+    assert small.get_layer("expand").filters <= 32 - dead
+    assert rel_err(m, small, (8, 8, 3)) <= 1e-6
+
+
+def test_mobilenet_blocks_shrink_exactly(tmp_path):
+    """keras.applications.MobileNetV2 with sparse ternary kernels: its expand convolutions lose
+    the channels whose depthwise filter died, and the model computes the same function; padded
+    back to the channel block (through the depthwise convolutions) and exported to ONNX, too."""
+    base = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
+    )
+    rng = np.random.default_rng(4)
+    for layer in base.layers:  # ternary kernels, scaled so that the signal survives the depth
+        if hasattr(layer, "kernel"):
+            k = np.asarray(layer.kernel)
+            taps = k.shape[:2] if isinstance(layer, L.DepthwiseConv2D) else k.shape[:-1]
+            c = np.sqrt(2.0 / (0.2 * np.prod(taps)))
+            layer.kernel.assign(c * rng.choice([-1.0, 0.0, 1.0], k.shape, p=[0.1, 0.8, 0.1]))
+    x = np.random.default_rng(1).standard_normal((8, 32, 32, 3)).astype("float32")
+    assert np.asarray(base(x)).std(axis=0).mean() > 0.1  # the outputs respond to the inputs
+    small, report = shrink(base)
+    expands = [e for e in report.layers if e.name.endswith("expand")]
+    assert len(expands) >= 10
+    for e in expands:  # at least every channel behind a zero depthwise filter is gone
+        dw = base.get_layer(e.name.replace("expand", "depthwise")).get_weights()[0]
+        zero = int(np.sum(~np.any(dw != 0, axis=(0, 1, 3))))
+        assert zero > 0 and e.units_after <= e.units_before - zero, (e, zero)
+    assert report.params_after < report.params_before
+    assert rel_err(base, small, (32, 32, 3)) <= 1e-5
+    from keras_ssm.export.shrink import align_channels
+
+    widths = {e.name: e.units_before for e in report.layers}
+    aligned, padded = align_channels(small, 8, limits=widths)
+    assert any(name.endswith("expand") for name in padded)
+    assert all(b % 8 == 0 or b == widths[name] for name, (_, b) in padded.items())
+    assert rel_err(base, aligned, (32, 32, 3)) <= 1e-5
+    if keras.backend.backend() == "tensorflow":
+        from keras_ssm.export import to_onnx
+
+        result = to_onnx(aligned, tmp_path / "m.onnx")  # verified against Keras, or raises
+        assert result.max_rel_error <= 1e-4

@@ -7,10 +7,13 @@ zero. Whole units (Dense) or filters (Conv) often end up
   cannot influence anything and are removed; or
 * with **no incoming weights**: they output the constant ``act(bias)`` everywhere. The constant
   is pushed through the layers in between (BatchNorm, pooling, Flatten, element-wise
-  activations, PReLU) and folded into the next layer's bias (a bias is added if needed), then
-  the unit is removed.  A constant that does not stay the same at every position (a non-zero
-  one through zero padding, a negative one through a PReLU whose alpha varies over positions)
-  is kept.
+  activations, PReLU, depthwise convolutions) and folded into the next layer's bias (a bias is
+  added if needed), then the unit is removed.  A constant that does not stay the same at every
+  position (a non-zero one through zero padding or a zero-padded depthwise convolution, a
+  negative one through a PReLU whose alpha varies over positions) is kept;
+* behind a **depthwise filter that is all zero** (MobileNet-style blocks: expand -> depthwise
+  -> project): the unit's output goes nowhere, and what the depthwise convolution passes on is
+  its constant ``act(bias)``, folded into the next layer's bias like the one above.
 
 Removal is iterated to a fixed point. Only the chains ``producer -> [per-channel layers] ->
 consumer`` of :func:`keras_ssm.graph.chains` are touched (every tensor with a single reader);
@@ -39,6 +42,7 @@ import numpy as np
 
 from keras_ssm.graph import (
     AFFINE,
+    DEPTHWISE,
     ELEMENTWISE,
     ELEMENTWISE_ACTIVATIONS,
     FLATTEN,
@@ -175,8 +179,34 @@ def _constant_at_consumer(
         elif kind == ELEMENTWISE:
             v = _to_numpy(layer(keras.ops.convert_to_tensor(v[None].astype(np.float32))))[0]
             v = v.astype(np.float64)
+        elif kind == DEPTHWISE:
+            v, uniform = _depthwise_apply(layer, w[layer.name], v, uniform)
         # identity layers and pooling keep constants unchanged
     return v, uniform
+
+
+def _depthwise_zero(weights: list[np.ndarray]) -> np.ndarray:
+    """Per channel: is a depthwise convolution's filter all zero (its output is then the
+    constant ``act(bias)`` whatever it reads)?"""
+    k = weights[0]
+    return ~np.any(k.reshape(-1, k.shape[-2]) != 0, axis=0)
+
+
+def _depthwise_apply(
+    layer, weights: list[np.ndarray], v: np.ndarray, uniform: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A depthwise convolution of a constant per channel: ``act(v * sum(filter) + bias)`` where
+    every output sees every tap ("valid" padding, or a 1-tap filter); with zero padding the
+    border sees fewer taps, so only a zero constant stays uniform. A channel whose filter is
+    all zero outputs ``act(bias)`` everywhere, whatever came in."""
+    k = weights[0].astype(np.float64)
+    taps = k.reshape(-1, k.shape[-2])  # (taps, channels)
+    bias = weights[1].astype(np.float64) if len(weights) > 1 else np.zeros(taps.shape[1])
+    zero = _depthwise_zero(weights)
+    every_tap = layer.padding == "valid" or taps.shape[0] == 1
+    pre = np.where(zero, 0.0, v * taps.sum(axis=0)) + bias
+    out = layer.activation(keras.ops.convert_to_tensor(pre[None].astype(np.float32)))
+    return _to_numpy(out)[0].astype(np.float64), zero | (uniform & (every_tap | (v == 0)))
 
 
 def _slice_path(chain: Chain, w: dict[str, list[np.ndarray]], channels: int, keep) -> None:
@@ -187,6 +217,8 @@ def _slice_path(chain: Chain, w: dict[str, list[np.ndarray]], channels: int, kee
         at = np.sort(positions(chain.path[:i], channels)[:, keep].ravel())
         if channel_kind(layer) == AFFINE:
             w[layer.name] = [a[at] for a in w[layer.name]]
+        elif channel_kind(layer) == DEPTHWISE:  # filters (*kernel, C, 1) and bias (C,)
+            w[layer.name] = [np.take(a, at, axis=-2 if a.ndim > 1 else 0) for a in w[layer.name]]
         elif type(layer) is _L.PReLU:
             (alpha,) = w[layer.name]
             w[layer.name] = [alpha if alpha.shape[-1] == 1 else np.take(alpha, at, axis=-1)]
@@ -214,7 +246,13 @@ def _step(
     rows = q_rows[idx]  # (positions, C, ...)
     no_out = ~np.any(rows.reshape(idx.shape[0], channels, -1) != 0, axis=(0, 2))
     no_in = ~np.any(pk.reshape(-1, channels) != 0, axis=0)
-    const_units = no_in & ~no_out
+    # a depthwise convolution on the path whose filter is zero: the unit's output goes nowhere,
+    # and the consumer reads a constant from there on
+    blocked = np.zeros(channels, dtype=bool)
+    for layer in chain.path:
+        if channel_kind(layer) == DEPTHWISE:
+            blocked |= _depthwise_zero(w[layer.name])
+    const_units = (no_in | blocked) & ~no_out
     folded = np.zeros(channels, dtype=bool)
     v = None
     if np.any(const_units):
@@ -238,8 +276,8 @@ def _step(
         contrib = np.einsum("i,ijk->k", v[sel], r)
     keep = np.flatnonzero(~removable)
     entry = entries[p.name]
-    entry.removed_no_input += int(np.sum(removable & no_in & ~no_out))
-    entry.removed_no_output += int(np.sum(removable & no_out))
+    entry.removed_no_input += int(np.sum(removable & no_in & ~no_out & ~blocked))
+    entry.removed_no_output += int(np.sum(removable & (no_out | blocked)))
     entry.units_after = int(keep.size)
     # producer: drop kernel columns and bias entries
     w[p.name] = [a[..., keep] for a in w[p.name]]
@@ -338,18 +376,23 @@ def shrink(model: keras.Model, max_iterations: int = 100) -> tuple[keras.Model, 
 NCHWC_BLOCK = 16
 
 
-def _pad_last(a: np.ndarray, extra: int, value: float) -> np.ndarray:
-    pad = np.full((*a.shape[:-1], extra), value, dtype=a.dtype)
-    return np.concatenate([a, pad], axis=-1)
+def _pad_axis(a: np.ndarray, extra: int, value: float, axis: int = -1) -> np.ndarray:
+    shape = list(a.shape)
+    shape[axis] = extra
+    return np.concatenate([a, np.full(shape, value, dtype=a.dtype)], axis=axis)
 
 
-def _pad_values(layer) -> list[float] | None:
-    """What a padded channel of a per-channel layer on a chain holds (it reads zeros and its
-    output meets zero weights, so any finite value is exact); ``None``: cannot pad it."""
+def _padded_weights(layer, weights: list[np.ndarray], extra: int) -> list[np.ndarray] | None:
+    """A per-channel layer's weights with ``extra`` channels added that leave a zero channel
+    finite (it reads zeros and its output meets zero weights, so any finite value is exact);
+    ``None``: this layer cannot be padded."""
     if type(layer) is _L.BatchNormalization:
-        return [1.0] * layer.scale + [0.0] * layer.center + [0.0, 1.0]
-    if type(layer) is _L.PReLU:
-        return [0.0]
+        values = [1.0] * layer.scale + [0.0] * layer.center + [0.0, 1.0]
+        return [_pad_axis(a, extra, v) for a, v in zip(weights, values, strict=True)]
+    if type(layer) is _L.PReLU:  # an alpha shared over the channels stays as it is
+        return [a if a.shape[-1] == 1 else _pad_axis(a, extra, 0.0) for a in weights]
+    if channel_kind(layer) == DEPTHWISE:  # filters (*kernel, C, 1) and bias (C,)
+        return [_pad_axis(a, extra, 0.0, axis=-2 if a.ndim > 1 else 0) for a in weights]
     return None
 
 
@@ -364,8 +407,8 @@ def align_channels(
 
     A filter count below ``multiple`` is left as it is (the next convolution then reads it
     directly). The padded filters are zero, their consumer's weights for them are zero, and a
-    BatchNormalization or PReLU between the two gets a neutral entry for them, so the outputs
-    are those of ``model``.
+    BatchNormalization, PReLU or depthwise convolution between the two gets a finite entry for
+    them, so the outputs are those of ``model``.
 
     Args:
         model: a built Sequential or functional model of stock layers (e.g. what :func:`shrink`
@@ -380,11 +423,11 @@ def align_channels(
 
     Example:
         >>> import keras
-        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(20, 3),
-        ...                       keras.layers.ReLU(), keras.layers.Conv2D(4, 3)])
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(20, 3, name="a"),
+        ...                       keras.layers.ReLU(), keras.layers.Conv2D(4, 3, name="b")])
         >>> aligned, padded = align_channels(m)
         >>> padded
-        {'conv2d': (20, 32)}
+        {'a': (20, 32)}
         >>> x = keras.random.uniform((2, 8, 8, 3))
         >>> bool(keras.ops.all(aligned(x) == m(x)))
         True
@@ -410,16 +453,12 @@ def align_channels(
             continue
         if w[q.name][0].shape[-2] != n:  # e.g. a Flatten in between
             continue
-        fills = {x.name: _pad_values(x) for x in chain.path if w.get(x.name)}
-        if any(v is None or len(v) != len(w[name]) for name, v in fills.items()):
-            continue
         extra = target - n
-        w[p.name] = [_pad_last(a, extra, 0.0) for a in w[p.name]]
-        for name, values in fills.items():  # a PReLU alpha shared over channels stays
-            w[name] = [
-                a if a.shape[-1] == 1 else _pad_last(a, extra, v)
-                for a, v in zip(w[name], values, strict=True)
-            ]
+        path = {x.name: _padded_weights(x, w[x.name], extra) for x in chain.path if w.get(x.name)}
+        if any(padded_path is None for padded_path in path.values()):
+            continue
+        w.update(path)
+        w[p.name] = [_pad_axis(a, extra, 0.0) for a in w[p.name]]
         qk = w[q.name][0]  # (kh, kw, n, out): zero rows for the padded input channels
         w[q.name][0] = np.concatenate(
             [qk, np.zeros((*qk.shape[:-2], extra, qk.shape[-1]), qk.dtype)], axis=-2
