@@ -313,6 +313,11 @@ def test_onnx_files_pad_shrunk_convolutions_to_the_channel_block(tmp_path: Path)
         runtime.onnx_predict(tmp_path / "a" / "model_int8.onnx", x),
         runtime.onnx_predict(tmp_path / "a" / "model.onnx", x),
     )
+    again = ssm(  # from the compact (already shrunk) file: padded all the same
+        "export", str(tmp_path / "a" / "model.ssm"), "--format", "onnx", "--shrink", "--quiet",
+        "--out-dir", str(tmp_path / "again"),
+    )  # fmt: skip
+    assert again["onnx_channel_alignment"]["filters"] == {"c1": [27, 32]}
     off = ssm(
         "export", str(run), *argv, "--channel-multiple", "0", "--out-dir", str(tmp_path / "b")
     )
