@@ -207,6 +207,21 @@ def test_train_as_a_library_call(data_dir: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("**/*.keras"))  # nothing written without out=
 
 
+def test_a_diverging_run_stops_and_says_so(data_dir: Path, tmp_path: Path) -> None:
+    """A loss that turns NaN stops training at once with an error naming the learning rate;
+    no model or metrics are written (and no backup is left to resume from)."""
+    import keras_ssm
+
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"diverged.*epoch 1.*learning rate 1e\+30"):
+        keras_ssm.train(
+            "fcn", "mnist", mask=None, epochs=3, lr=1e30, limit=256, out=out, resume=True,
+            verbose=0,
+        )  # fmt: skip
+    assert not (out / "model.keras").exists() and not (out / "metrics.json").exists()
+    assert not (out / "backup").exists()
+
+
 def test_train_recalibrates_batchnorm_after_fit(data_dir: Path) -> None:
     """A ResNet's BatchNorm statistics are recomputed for the final network (the default), or
     kept as training left them; models without BatchNorm are not touched."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import keras
 
 from keras_ssm.atomic import atomic_write_text
 
-__all__ = ["HistoryLog"]
+__all__ = ["HistoryLog", "StopOnDivergence"]
 
 
 class HistoryLog(keras.callbacks.Callback):
@@ -49,3 +50,33 @@ class HistoryLog(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(float(value))
         if self.path is not None and self.path.parent.is_dir():
             atomic_write_text(self.path, json.dumps(self.history))
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops ``fit`` at the first batch whose loss is not finite and remembers where, so that
+    the caller can say so instead of training on NaN weights for the remaining epochs.
+
+    >>> stop = StopOnDivergence()
+    >>> stop.set_model(type("M", (), {"stop_training": False})())
+    >>> stop.on_epoch_begin(2)
+    >>> stop.on_train_batch_end(7, {"loss": float("nan")})
+    >>> stop.diverged, stop.model.stop_training
+    ((2, 7, nan), True)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.diverged: tuple[int, int, float] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None or self.diverged is not None:
+            return
+        loss = float(loss)
+        if not math.isfinite(loss):
+            self.diverged = (self._epoch, batch, loss)
+            self.model.stop_training = True

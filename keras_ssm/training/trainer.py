@@ -23,7 +23,7 @@ from typing import Any
 import keras
 
 from keras_ssm.run_dir import RunDir
-from keras_ssm.training.callbacks import HistoryLog
+from keras_ssm.training.callbacks import HistoryLog, StopOnDivergence
 from keras_ssm.training.precision import (
     cpu_description,
     policy_scope,
@@ -271,6 +271,8 @@ def train(
 
             fit_callbacks.append(MaskRecorder(run_dir.path))
     history_log = HistoryLog(run_dir.backup_path / "history.json" if run_dir else None)
+    divergence = StopOnDivergence()
+    fit_callbacks.append(divergence)
     if resume:  # restores weights, optimizer state and the epoch counter
         backup = keras.callbacks.BackupAndRestore(str(run_dir.backup_path), double_checkpoint=True)
         fit_callbacks = [backup, history_log, *fit_callbacks]
@@ -312,6 +314,13 @@ def train(
                 recalibrated = norms.recalibrate_batchnorm(net, train_data, recalibrate_batches)
             train_loss, train_accuracy = net.evaluate(test_data, verbose=0)
 
+    if divergence.diverged is not None:
+        epoch, batch, loss = divergence.diverged
+        raise FloatingPointError(
+            f"training {model!r} diverged: the loss became {loss} at epoch {epoch + 1}, batch "
+            f"{batch + 1} (learning rate {recipe.lr:g}, precision {precision}); nothing was "
+            "written. Lower the learning rate (lr=, ssm train --lr) and train again."
+        )
     # What is reported (and deployed) computes in float32: fold gives exact float32 w0 * M.
     deployed = wrap.fold(net)
     deployed.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
