@@ -64,6 +64,10 @@ class StopOnDivergence(keras.callbacks.Callback):
     ((2, 7, nan), True)
     """
 
+    # Keras may run it off the training thread: a per-batch callback that is not async-safe
+    # would make every step wait for its logs on the host.
+    async_safe = True
+
     def __init__(self) -> None:
         super().__init__()
         self.diverged: tuple[int, int, float] | None = None
