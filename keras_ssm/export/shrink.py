@@ -300,6 +300,24 @@ def _step(
 # ----------------------------------------------------------------------------- rebuild
 
 
+def _rebuild(
+    model: keras.Model, changes: dict[str, dict[str, Any]], w: dict[str, list[np.ndarray]]
+) -> keras.Model:
+    """A clone of ``model`` with ``changes`` to its layers' configs (e.g. ``filters``) and the
+    weights ``w`` (by layer name): what :func:`shrink` and :func:`align_channels` return."""
+
+    def clone(layer):
+        cfg = layer.get_config()
+        cfg.update(changes.get(layer.name, {}))
+        return layer.__class__.from_config(cfg)
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    for layer in new.layers:
+        if w.get(layer.name):
+            layer.set_weights(w[layer.name])
+    return new
+
+
 def _count(w: dict[str, list[np.ndarray]]) -> int:
     return int(sum(a.size for ws in w.values() for a in ws))
 
@@ -350,15 +368,7 @@ def shrink(model: keras.Model, max_iterations: int = 100) -> tuple[keras.Model, 
     for name in added_bias:
         changes.setdefault(name, {})["use_bias"] = True
 
-    def clone(layer):
-        cfg = layer.get_config()
-        cfg.update(changes.get(layer.name, {}))
-        return layer.__class__.from_config(cfg)
-
-    new = keras.models.clone_model(model, clone_function=clone)
-    for layer in new.layers:
-        if w.get(layer.name):
-            layer.set_weights(w[layer.name])
+    new = _rebuild(model, changes, w)
     report = ShrinkReport(
         layers=[e for e in entries.values() if e.units_after != e.units_before or e.bias_folded],
         params_before=before,
@@ -459,22 +469,11 @@ def align_channels(
             continue
         w.update(path)
         w[p.name] = [_pad_axis(a, extra, 0.0) for a in w[p.name]]
-        qk = w[q.name][0]  # (kh, kw, n, out): zero rows for the padded input channels
-        w[q.name][0] = np.concatenate(
-            [qk, np.zeros((*qk.shape[:-2], extra, qk.shape[-1]), qk.dtype)], axis=-2
-        )
+        # the consumer's kernel (kh, kw, n, out): zero rows for the padded input channels
+        w[q.name][0] = _pad_axis(w[q.name][0], extra, 0.0, axis=-2)
         padded[p.name] = (n, target)
     if not padded:
         return model, padded
 
-    def clone(layer):
-        cfg = layer.get_config()
-        if layer.name in padded:
-            cfg["filters"] = padded[layer.name][1]
-        return layer.__class__.from_config(cfg)
-
-    new = keras.models.clone_model(model, clone_function=clone)
-    for layer in new.layers:
-        if w.get(layer.name):
-            layer.set_weights(w[layer.name])
-    return new, padded
+    changes = {name: {"filters": after} for name, (_, after) in padded.items()}
+    return _rebuild(model, changes, w), padded
