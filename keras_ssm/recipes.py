@@ -11,7 +11,7 @@
 'plateau'
 
 Two variants: ``"paper"`` is the literal reference configuration; ``"default"`` is the paper's
-recipe with the overrides of :data:`DEFAULTS` applied (none yet).  A recipe is a frozen
+recipe with the overrides of :data:`DEFAULTS` applied.  A recipe is a frozen
 dataclass: change it with ``dataclasses.replace``.
 
 All runs use SGD with Nesterov momentum 0.9, batch 128 and decoupled (SGDW-style) weight decay.
@@ -35,6 +35,7 @@ from keras_ssm.models import MODELS, default_dataset
 
 __all__ = [
     "DEFAULTS",
+    "LinearWarmup",
     "MODELS",
     "PAPER",
     "Recipe",
@@ -71,6 +72,10 @@ class Recipe:
             masked FCN/Conv runs (:mod:`keras_ssm.structure`); 0.0: none (the paper's method).
         weight_scale: the ELUS constant's variance scale for masked runs (1.0: ``c =
             sqrt(3 / fan_in)``, the reference configs'; 2.0: ``sqrt(6 / fan_in)``).
+        warmup_epochs: ramp the learning rate (and with it the decoupled weight decay) linearly
+            from ``lr / steps`` up to the schedule's value over this many epochs
+            (:class:`LinearWarmup`); 0.0: none, as in the reference.  Not with
+            ``schedule="plateau"``, whose callback needs a float learning rate.
     """
 
     model: str
@@ -96,6 +101,7 @@ class Recipe:
     augment: bool = False
     weight_scale: float = 1.0
     unit_penalty: float = 0.0
+    warmup_epochs: float = 0.0
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -113,6 +119,14 @@ class Recipe:
             raise ValueError(f"`wd` must be >= 0; got {self.wd!r}.")
         if not self.unit_penalty >= 0:
             raise ValueError(f"`unit_penalty` must be >= 0; got {self.unit_penalty!r}.")
+        if not 0 <= self.warmup_epochs < float("inf"):
+            raise ValueError(f"`warmup_epochs` must be >= 0; got {self.warmup_epochs!r}.")
+        if self.warmup_epochs and self.schedule == "plateau":
+            raise ValueError(
+                f"`warmup_epochs` needs schedule 'exponential' or 'constant'; got "
+                f"warmup_epochs={self.warmup_epochs!r} with schedule 'plateau', whose "
+                "ReduceLROnPlateau callback needs a float learning rate."
+            )
         if self.unit_penalty and self.model.startswith("resnet"):
             raise ValueError(
                 f"`unit_penalty` applies to the FCN and Conv models; got model {self.model!r}."
@@ -169,6 +183,10 @@ DEFAULTS: dict[tuple[str, bool], dict[str, Any]] = {
     # FCN: ELUS at three times the variance (c = sqrt(9 / fan_in)) and a quarter of the weight
     # decay: 98.05 +- 0.10% at 3.30 +- 0.02% remaining over 3 seeds (paper: 97.48% at 3.77%).
     ("fcn", True): {"wd": 1.25e-4, "weight_scale": 3.0},
+    # The dense Conv6 diverges in its first epoch at the reference's lr 0.008 (bfloat16: loss
+    # 14.3, accuracy 10%; float32: NaN within 100 steps); one epoch of linear warm-up keeps
+    # the reference's rate and trains normally.  Conv8 is deeper still.
+    **{(m, False): {"warmup_epochs": 1.0} for m in ("conv6", "conv8")},
     # The reference freezes the masked ResNets' BatchNorm (unit statistics, effectively identity);
     # by default ours train their statistics and affine parameters (``batchnorm="train"``).
     **{(m, True): {"batchnorm": "train"} for m in MODELS if m.startswith("resnet")},
@@ -222,18 +240,80 @@ def model_kwargs(recipe: Recipe, mask: Any = "signed", **extra: Any) -> dict[str
 
 
 # ----------------------------------------------------------------------------- optimizer
+@keras.saving.register_keras_serializable(package="keras_ssm")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """``schedule``'s learning rate times ``min(1, (step + 1) / warmup_steps)``.
+
+    The first step runs at ``1 / warmup_steps`` of the rate, step ``warmup_steps - 1`` and
+    later at the full rate; ``schedule`` keeps counting from step 0, so the warm-up does not
+    shift its decay.
+
+    Args:
+        schedule: a ``LearningRateSchedule`` or a float (a constant rate).
+        warmup_steps: optimizer steps of the ramp (>= 1).
+
+    >>> import keras
+    >>> warm = LinearWarmup(0.1, warmup_steps=4)
+    >>> [round(float(warm(step)), 3) for step in range(6)]
+    [0.025, 0.05, 0.075, 0.1, 0.1, 0.1]
+    >>> config = keras.optimizers.schedules.serialize(warm)
+    >>> round(float(keras.optimizers.schedules.deserialize(config)(1)), 3)
+    0.05
+    """
+
+    def __init__(
+        self,
+        schedule: float | keras.optimizers.schedules.LearningRateSchedule,
+        warmup_steps: int,
+    ) -> None:
+        super().__init__()
+        if isinstance(schedule, dict):  # from get_config
+            schedule = keras.optimizers.schedules.deserialize(schedule)
+        if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            if isinstance(schedule, bool) or not isinstance(schedule, (int, float)):
+                raise ValueError(
+                    f"`schedule` must be a float or a keras LearningRateSchedule; got {schedule!r}."
+                )
+            if not schedule > 0:
+                raise ValueError(f"A constant `schedule` must be positive; got {schedule!r}.")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
+            raise ValueError(f"`warmup_steps` must be an int >= 1; got {warmup_steps!r}.")
+        self.schedule = schedule
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step: Any) -> Any:
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        if isinstance(self.schedule, keras.optimizers.schedules.LearningRateSchedule):
+            rate = ops.cast(self.schedule(step), "float32")
+        else:
+            rate = ops.convert_to_tensor(float(self.schedule), "float32")
+        return rate * ops.minimum(1.0, (step + 1.0) / float(self.warmup_steps))
+
+    def get_config(self) -> dict[str, Any]:
+        schedule = self.schedule
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            schedule = keras.optimizers.schedules.serialize(schedule)
+        return {"schedule": schedule, "warmup_steps": self.warmup_steps}
+
+
 def learning_rate(
     recipe: Recipe, steps_per_epoch: int
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The recipe's learning rate: an ``ExponentialDecay`` schedule or a float."""
-    if recipe.schedule != "exponential":
-        return float(recipe.lr)
-    return keras.optimizers.schedules.ExponentialDecay(
-        recipe.lr,
-        decay_steps=recipe.decay_epochs * int(steps_per_epoch),
-        decay_rate=recipe.decay_rate,
-        staircase=recipe.staircase,
-    )
+    """The recipe's learning rate: an ``ExponentialDecay`` schedule or a float, wrapped in a
+    :class:`LinearWarmup` when the recipe warms up (``round(warmup_epochs * steps_per_epoch)``
+    steps, at least one)."""
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = float(recipe.lr)
+    if recipe.schedule == "exponential":
+        rate = keras.optimizers.schedules.ExponentialDecay(
+            recipe.lr,
+            decay_steps=recipe.decay_epochs * int(steps_per_epoch),
+            decay_rate=recipe.decay_rate,
+            staircase=recipe.staircase,
+        )
+    if recipe.warmup_epochs:
+        rate = LinearWarmup(rate, max(1, round(recipe.warmup_epochs * steps_per_epoch)))
+    return rate
 
 
 def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.SGD:

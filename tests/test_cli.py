@@ -141,6 +141,7 @@ def _train(tmp_path: Path, *flags: str) -> tuple[dict, Path]:
         (["--threshold", "0.3"], lambda m: m["recipe"]["threshold"] == 0.3),
         (["--weight-scale", "2"], lambda m: m["recipe"]["weight_scale"] == 2.0),
         (["--unit-penalty", "0.01"], lambda m: m["recipe"]["unit_penalty"] == 0.01),
+        (["--warmup-epochs", "0.5"], lambda m: m["recipe"]["warmup_epochs"] == 0.5),
         (
             ["--recalibrate-batches", "0"],
             lambda m: m["batchnorm_recalibrated"] == {"layers": 0, "batches": 0, "skipped": None},

@@ -33,9 +33,12 @@ PAPER_TABLE = {
 }
 
 # What the "default" variant changes, as examples/paper/RESULTS.md documents it: FCN, ELUS
-# scale 3 (c = sqrt(9 / fan_in)) and weight decay 1.25e-4; masked ResNets, batchnorm="train".
+# scale 3 (c = sqrt(9 / fan_in)) and weight decay 1.25e-4; masked ResNets, batchnorm="train";
+# dense Conv6/Conv8, one epoch of learning-rate warm-up.
 DEFAULT_OVERRIDES: dict[tuple[str, bool], dict[str, object]] = {
     ("fcn", True): {"wd": 1.25e-4, "weight_scale": 3.0},
+    ("conv6", False): {"warmup_epochs": 1.0},
+    ("conv8", False): {"warmup_epochs": 1.0},
     **{(m, True): {"batchnorm": "train"} for m in (*RESNET20, "resnet56", "resnet110")},
 }
 
@@ -224,6 +227,91 @@ def test_weight_decay_follows_a_plateau_cut() -> None:
     assert decay_one_step(optimizer, variable) == pytest.approx(1 - 3e-4, abs=1e-7)
     optimizer.learning_rate = 0.3 * 0.2  # what ReduceLROnPlateau does
     assert decay_one_step(optimizer, variable) == pytest.approx(1 - 3e-4 * 0.2, abs=1e-7)
+
+
+# ----------------------------------------------------------------------------- warm-up
+def test_linear_warmup_ramps_then_follows_the_schedule() -> None:
+    inner = keras.optimizers.schedules.ExponentialDecay(0.008, decay_steps=3910, decay_rate=0.9)
+    warm = recipes.LinearWarmup(inner, warmup_steps=391)
+    for step in (0, 1, 100, 389, 390, 391, 5000):
+        expected = float(numpy(inner(step))) * min(1.0, (step + 1) / 391)
+        assert float(numpy(warm(step))) == pytest.approx(expected, rel=1e-6), step
+
+
+@pytest.mark.parametrize(
+    ("epochs", "steps_per_epoch", "steps"), [(1.0, 391, 391), (0.5, 391, 196), (1e-4, 10, 1)]
+)
+def test_warmup_recipe_optimizer(epochs: float, steps_per_epoch: int, steps: int) -> None:
+    recipe = dataclasses.replace(recipes.get("conv4", mask=None), warmup_epochs=epochs)
+    schedule = recipes.make_optimizer(recipe, steps_per_epoch)._learning_rate
+    assert isinstance(schedule, recipes.LinearWarmup)
+    assert schedule.warmup_steps == steps
+    assert isinstance(schedule.schedule, keras.optimizers.schedules.ExponentialDecay)
+    assert float(numpy(schedule(0))) == pytest.approx(0.008 / steps, rel=1e-6)
+
+
+def test_warmup_on_a_constant_schedule() -> None:
+    recipe = dataclasses.replace(
+        recipes.get("conv4", mask=None), schedule="constant", warmup_epochs=2.0
+    )
+    schedule = recipes.make_optimizer(recipe, steps_per_epoch=5)._learning_rate
+    rates = [float(numpy(schedule(step))) for step in range(12)]
+    np.testing.assert_allclose(rates, [0.008 * min(1, (s + 1) / 10) for s in range(12)], 1e-6)
+
+
+@pytest.mark.parametrize("step", [0, 99, 390, 2000])
+def test_weight_decay_warms_up_with_the_rate(step: int) -> None:
+    """SGDW's decay follows the warmed-up rate: one zero-gradient step multiplies by exactly
+    1 - wd * decay(t) * min(1, (t + 1) / warm-up steps)."""
+    recipe = recipes.get("conv6", mask=None)  # lr 0.008, wd 7e-4, one epoch of warm-up
+    variable = keras.Variable(np.full((5,), 2.0, "float32"), name="kernel")
+    optimizer = recipes.make_optimizer(recipe, steps_per_epoch=391)
+    optimizer.build([variable])
+    optimizer.iterations.assign(step)
+    ramp = min(1.0, (step + 1) / 391) * 0.9 ** (step / 3910)
+    assert decay_one_step(optimizer, variable) == pytest.approx(1 - 7e-4 * ramp, abs=1e-7)
+
+
+def test_warmup_survives_a_keras_file(tmp_path) -> None:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    recipe = recipes.get("conv6", mask=None)
+    model.compile(recipes.make_optimizer(recipe, steps_per_epoch=7), "mse")
+    model.fit(np.ones((8, 3), "float32"), np.zeros((8, 2), "float32"), verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    schedule = loaded.optimizer._learning_rate
+    assert isinstance(schedule, recipes.LinearWarmup)
+    assert schedule.get_config() == model.optimizer._learning_rate.get_config()
+    assert float(numpy(schedule(3))) == pytest.approx(0.008 * 0.9 ** (3 / 70) * 4 / 7, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"warmup_epochs": -1.0}, "warmup_epochs"),
+        ({"warmup_epochs": float("nan")}, "warmup_epochs"),
+        ({"warmup_epochs": float("inf")}, "warmup_epochs"),
+        ({"warmup_epochs": 1.0, "schedule": "plateau"}, "plateau"),
+    ],
+)
+def test_warmup_recipe_validates(change: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(recipes.get("conv4", mask=None), **change)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "steps", "match"),
+    [
+        (0.1, 0, "warmup_steps"),
+        (0.1, 2.5, "warmup_steps"),
+        (0.1, True, "warmup_steps"),
+        (-0.1, 3, "positive"),
+        ("fast", 3, "schedule"),
+    ],
+)
+def test_linear_warmup_validates(schedule: object, steps: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        recipes.LinearWarmup(schedule, warmup_steps=steps)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- callbacks

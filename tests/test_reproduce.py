@@ -68,3 +68,16 @@ def test_run_collect_table(reproduce, tmp_path: Path, monkeypatch, capsys) -> No
         "| fcn_signed_default_ep1",
     ]
     assert "97.42 / 97.48 / 3.77%" in rows[1]
+
+
+@pytest.mark.parametrize(("warmup", "text"), [(1.0, ", warm-up 1 epoch |"), (0.0, " |")])
+def test_table_shows_a_warmup(reproduce, tmp_path: Path, warmup: float, text: str) -> None:
+    run = tmp_path / "conv6_none_default_s7531"
+    run.mkdir()
+    recipe = {"lr": 0.008, "wd": 7e-4, "threshold": None, "warmup_epochs": warmup}
+    metrics = {"model": "conv6", "dataset": "cifar10", "mask": "none", "recipe": recipe,
+               "precision": "bfloat16", "epochs": 50, "test_accuracy": 0.75,
+               "wall_time_s": 3600.0, "hardware": "cpu", "backend": "tensorflow"}  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (row,) = [line for line in reproduce.table(tmp_path).splitlines() if "conv6_none" in line]
+    assert f"0.008 / 0.0007 / None / 1 / 0{text}" in row

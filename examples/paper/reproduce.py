@@ -53,6 +53,7 @@ SWEEPABLE = {
     "threshold": ("th", "threshold", float),
     "lr": ("lr", "lr", float),
     "unit-penalty": ("up", "unit_penalty", float),
+    "warmup-epochs": ("wu", "warmup_epochs", float),
     "epochs": ("ep", "epochs", int),
 }
 
@@ -204,13 +205,15 @@ def table(results: Path) -> str:
         remaining = [100 * r["remaining"] for r in runs if "remaining" in r]
         paper = PAPER.get((first["model"], first["dataset"]))
         paper_text = "-" if paper is None else f"{paper[0]} / {paper[1]} / {paper[2]}%"
+        warmup = recipe.get("warmup_epochs", 0.0)
+        warmup_text = f", warm-up {warmup:g} epoch{'s' if warmup != 1 else ''}" if warmup else ""
         wall = statistics.mean(r["wall_time_s"] for r in runs)
         params = f"{statistics.mean(f[0] for f in facts):,.0f}" if facts else "-"
         compact = f"{statistics.mean(f[1] for f in facts):,.0f}" if facts else "-"
         lines.append(
             f"| {key} | {first['mask']} | {recipe['lr']} / {recipe['wd']:g} / "
             f"{recipe.get('threshold')} / {recipe.get('weight_scale', 1.0):g} / "
-            f"{recipe.get('unit_penalty', 0.0):g} | "
+            f"{recipe.get('unit_penalty', 0.0):g}{warmup_text} | "
             f"{first.get('precision', 'float32')} | {first['epochs']} | {len(runs)} | "
             f"{_mean_std(acc)} | {_mean_std(remaining) if remaining else '-'} | {params} | "
             f"{compact} | {paper_text} | {_duration(wall)} | {first['hardware']}, "

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.batch_size,
         weight_scale=args.weight_scale,
         unit_penalty=args.unit_penalty,
+        warmup_epochs=args.warmup_epochs,
         augment=True if args.augment else None,
         seed=args.seed,
         precision=args.precision,
@@ -110,6 +111,12 @@ def register(subparsers: Any) -> None:
         type=number(float, "unit penalty", 0, low_inclusive=True),
         help="group penalty on the hidden layers' scores that empties whole units/filters, so "
         "that export --shrink removes them (FCN/Conv; default 0: none)",
+    )
+    train.add_argument(
+        "--warmup-epochs",
+        type=number(float, "warm-up epochs", 0, low_inclusive=True),
+        help="ramp the learning rate linearly over this many epochs (0: none; default: the "
+        "recipe's, 1 for the dense Conv6/Conv8, else 0)",
     )
     train.add_argument("--augment", action="store_true", help="pad-4 random crop + flip")
     train.add_argument(

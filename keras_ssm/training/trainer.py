@@ -143,6 +143,7 @@ def train(
     batch_size: int | None = None,
     weight_scale: float | None = None,
     unit_penalty: float | None = None,
+    warmup_epochs: float | None = None,
     augment: bool | None = None,
     seed: int = 7531,
     precision: str = "auto",
@@ -170,7 +171,8 @@ def train(
         recipe: ``"default"``, ``"paper"`` or a :class:`keras_ssm.recipes.Recipe`.
         out: a run folder to write (``model.keras``, ``metrics.json``, ``history.csv``,
             ``analysis.jsonl``); ``None`` writes nothing.
-        epochs, lr, weight_decay, threshold, batch_size, weight_scale, unit_penalty, augment:
+        epochs, lr, weight_decay, threshold, batch_size, weight_scale, unit_penalty,
+        warmup_epochs, augment:
             override the recipe's values (``None``: keep them).
         seed: seeds weights, scores and the data order.
         precision: ``"auto"`` (bfloat16 mixed precision for convnets where the CPU runs it
@@ -219,6 +221,7 @@ def train(
         "batch_size": batch_size,
         "weight_scale": weight_scale,
         "unit_penalty": unit_penalty,
+        "warmup_epochs": warmup_epochs,
         "augment": augment,
     }
     recipe = _recipe(model, mask, recipe, overrides)
