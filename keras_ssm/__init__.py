@@ -38,8 +38,9 @@ _import_keras_quietly()
 
 # layers_more registers the other maskable layer types (DepthwiseConv, SeparableConv,
 # ConvTranspose, Embedding, ...) in keras_ssm.layers.MASKED_LAYERS and with Keras; structure
-# registers UnitPenalty, so .keras files trained with it load after `import keras_ssm`.
-from keras_ssm import initializers, layers, layers_more, masks, structure  # noqa: E402
+# registers UnitPenalty and schedules LinearWarmup, so .keras files trained with them load after
+# `import keras_ssm`.
+from keras_ssm import initializers, layers, layers_more, masks, schedules, structure  # noqa: E402
 from keras_ssm.layers import MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDense  # noqa: E402
 from keras_ssm.norms import recalibrate_batchnorm  # noqa: E402
 from keras_ssm.stats import MaskStatsCallback, mask_stats, summary  # noqa: E402
@@ -61,6 +62,7 @@ __all__ = [
     "mask_stats",
     "masks",
     "recalibrate_batchnorm",
+    "schedules",
     "structure",
     "summary",
     "supermask",

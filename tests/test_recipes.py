@@ -11,6 +11,7 @@ import pytest
 from conftest import numpy
 from keras_ssm import models, recipes
 from keras_ssm.layers import MaskedDense
+from keras_ssm.schedules import LinearWarmup
 
 pytestmark = pytest.mark.core
 
@@ -232,7 +233,7 @@ def test_weight_decay_follows_a_plateau_cut() -> None:
 # ----------------------------------------------------------------------------- warm-up
 def test_linear_warmup_ramps_then_follows_the_schedule() -> None:
     inner = keras.optimizers.schedules.ExponentialDecay(0.008, decay_steps=3910, decay_rate=0.9)
-    warm = recipes.LinearWarmup(inner, warmup_steps=391)
+    warm = LinearWarmup(inner, warmup_steps=391)
     for step in (0, 1, 100, 389, 390, 391, 5000):
         expected = float(numpy(inner(step))) * min(1.0, (step + 1) / 391)
         assert float(numpy(warm(step))) == pytest.approx(expected, rel=1e-6), step
@@ -244,7 +245,7 @@ def test_linear_warmup_ramps_then_follows_the_schedule() -> None:
 def test_warmup_recipe_optimizer(epochs: float, steps_per_epoch: int, steps: int) -> None:
     recipe = dataclasses.replace(recipes.get("conv4", mask=None), warmup_epochs=epochs)
     schedule = recipes.make_optimizer(recipe, steps_per_epoch)._learning_rate
-    assert isinstance(schedule, recipes.LinearWarmup)
+    assert isinstance(schedule, LinearWarmup)
     assert schedule.warmup_steps == steps
     assert isinstance(schedule.schedule, keras.optimizers.schedules.ExponentialDecay)
     assert float(numpy(schedule(0))) == pytest.approx(0.008 / steps, rel=1e-6)
@@ -280,9 +281,20 @@ def test_warmup_survives_a_keras_file(tmp_path) -> None:
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     schedule = loaded.optimizer._learning_rate
-    assert isinstance(schedule, recipes.LinearWarmup)
+    assert isinstance(schedule, LinearWarmup)
     assert schedule.get_config() == model.optimizer._learning_rate.get_config()
     assert float(numpy(schedule(3))) == pytest.approx(0.008 * 0.9 ** (3 / 70) * 4 / 7, rel=1e-6)
+
+    import subprocess
+    import sys
+
+    code = (  # a user's fresh process: the schedule is known after `import keras_ssm` alone
+        f"import keras, keras_ssm; m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}); "
+        "print(type(m.optimizer._learning_rate).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("LinearWarmup")
 
 
 @pytest.mark.parametrize(
@@ -311,7 +323,7 @@ def test_warmup_recipe_validates(change: dict[str, object], match: str) -> None:
 )
 def test_linear_warmup_validates(schedule: object, steps: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        recipes.LinearWarmup(schedule, warmup_steps=steps)  # type: ignore[arg-type]
+        LinearWarmup(schedule, warmup_steps=steps)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- callbacks
