@@ -10,6 +10,7 @@ import gzip
 import importlib
 import importlib.util
 import io
+import itertools
 import os
 import pickle
 import pkgutil
@@ -546,13 +547,34 @@ def mnist_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(params=["tf.data", "numpy"])
+def batches_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each pipeline test runs on both builders: ``tf.data`` and, as on a machine without
+    TensorFlow, :class:`keras_ssm.data.NumpyBatches`."""
+    if request.param == "numpy":
+        monkeypatch.setattr(data.pipeline, "tensorflow_available", lambda: False)
+    elif not data.pipeline.tensorflow_available():
+        pytest.skip("TensorFlow is not installed")
+    return request.param
+
+
 def _epoch(ds) -> tuple[np.ndarray, np.ndarray]:
-    batches = [(x.numpy(), y.numpy()) for x, y in ds]
+    batches = [(np.asarray(x), np.asarray(y)) for x, y in ds]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
-def test_pipeline_shapes_batches_and_standardization(mnist_dir: Path) -> None:
+def _take(ds, count: int) -> list:
+    """The first ``count`` batches of a (possibly endless) dataset of either kind."""
+    return list(itertools.islice(iter(ds), count))
+
+
+def _check_kind(ds, kind: str) -> None:
+    assert isinstance(ds, data.NumpyBatches) == (kind == "numpy")
+
+
+def test_pipeline_shapes_batches_and_standardization(mnist_dir: Path, batches_kind: str) -> None:
     ds = data.load("mnist", "test", data_dir=mnist_dir, batch_size=5)
+    _check_kind(ds, batches_kind)
     assert [tuple(x.shape) for x, _ in ds] == [(5, 28, 28, 1)] * 2 + [(2, 28, 28, 1)]
     x, y = _epoch(ds)
     assert x.dtype == np.float32 and y.dtype == np.int32
@@ -566,23 +588,29 @@ def test_pipeline_shapes_batches_and_standardization(mnist_dir: Path) -> None:
     np.testing.assert_allclose(raw, x_test / 255.0, atol=1e-6)
 
 
-def test_limit_and_drop_remainder(mnist_dir: Path) -> None:
+def test_limit_and_drop_remainder(mnist_dir: Path, batches_kind: str) -> None:
     ds = data.load("mnist", data_dir=mnist_dir, batch_size=4, limit=10, drop_remainder=True)
     assert [int(y.shape[0]) for _, y in ds] == [4, 4]
-    assert ds.element_spec[0].shape.as_list() == [4, 28, 28, 1]
+    if batches_kind == "tf.data":
+        assert ds.element_spec[0].shape.as_list() == [4, 28, 28, 1]
+    else:
+        assert len(ds) == ds.num_batches == 2
     _, labels = _epoch(data.load("mnist", data_dir=mnist_dir, limit=10, seed=1))
     assert sorted(labels.tolist()) == list(range(10))  # the first 10 examples, shuffled
 
 
 @pytest.mark.parametrize("limit", [None, 1, 7, 1000])
-def test_load_and_load_epochs_take_the_same_examples(mnist_dir: Path, limit: int | None) -> None:
+def test_load_and_load_epochs_take_the_same_examples(
+    mnist_dir: Path, limit: int | None, batches_kind: str
+) -> None:
     plain, plain_labels = _epoch(
         data.load("mnist", data_dir=mnist_dir, shuffle=False, standardize=False, limit=limit)
     )
     ds, steps = data.load_epochs(
         "mnist", seed=0, data_dir=mnist_dir, batch_size=4, standardize=False, limit=limit
     )
-    keyed, keyed_labels = _epoch(ds.take(steps))
+    _check_kind(ds, batches_kind)
+    keyed, keyed_labels = _epoch(_take(ds, steps))
     count = min(30, limit or 30)
     assert steps == -(-count // 4) and len(keyed) == len(plain) == count
     np.testing.assert_array_equal(plain_labels, _labels(30)[:count])
@@ -590,22 +618,24 @@ def test_load_and_load_epochs_take_the_same_examples(mnist_dir: Path, limit: int
     assert sorted(keyed_labels.tolist()) == sorted(plain_labels.tolist())
 
 
-def test_epoch_stream_restarts_exactly(tmp_path: Path) -> None:
+def test_epoch_stream_restarts_exactly(tmp_path: Path, batches_kind: str) -> None:
     """Epoch e depends on (seed, e) alone: a stream started at epoch 2 equals the tail of an
     uninterrupted one, augmentation included (what ``ssm train --resume`` relies on)."""
     _write_npz_dir(tmp_path / "cifar10", _cifar_arrays(20, 4))
     kwargs = {"seed": 3, "data_dir": tmp_path, "batch_size": 8, "augment": True}
     ds, steps = data.load_epochs("cifar10", **kwargs)
-    full = [x.numpy() for x, _ in ds.take(3 * steps)]
+    full = [np.asarray(x) for x, _ in _take(ds, 3 * steps)]
     resumed, _ = data.load_epochs("cifar10", first_epoch=2, **kwargs)
-    again = [x.numpy() for x, _ in resumed.take(steps)]
+    again = [np.asarray(x) for x, _ in _take(resumed, steps)]
     assert steps == 3 and [len(x) for x in full[:steps]] == [8, 8, 4]
     for expected, actual in zip(full[2 * steps :], again, strict=True):
         np.testing.assert_array_equal(expected, actual)
     assert not np.array_equal(full[0], full[steps])  # a new order each epoch
+    other, _ = data.load_epochs("cifar10", **{**kwargs, "seed": 4})
+    assert not np.array_equal(full[0], np.asarray(_take(other, 1)[0][0]))
 
 
-def test_shuffle_is_seeded_and_reshuffles(mnist_dir: Path) -> None:
+def test_shuffle_is_seeded_and_reshuffles(mnist_dir: Path, batches_kind: str) -> None:
     ds = data.load("mnist", data_dir=mnist_dir, batch_size=8, seed=7)
     first, second = _epoch(ds)[1], _epoch(ds)[1]
     again = _epoch(data.load("mnist", data_dir=mnist_dir, batch_size=8, seed=7))[1]
@@ -627,7 +657,7 @@ def _crops_and_flips(image: np.ndarray, pad: int = 4) -> list[np.ndarray]:
     return crops + [c[:, ::-1] for c in crops]
 
 
-def test_augmentation(tmp_path: Path) -> None:
+def test_augmentation(tmp_path: Path, batches_kind: str) -> None:
     arrays = _cifar_arrays(16, 4)
     _write_npz_dir(tmp_path / "cifar10", arrays)
     kwargs = {"data_dir": tmp_path, "batch_size": 16, "shuffle": False, "augment": True}
@@ -641,6 +671,62 @@ def test_augmentation(tmp_path: Path) -> None:
         assert min(np.abs(out - c).max() for c in _crops_and_flips(source)) < 1e-6
     np.testing.assert_array_equal(augmented, _epoch(data.load("cifar10", seed=3, **kwargs))[0])
     assert not np.array_equal(augmented, _epoch(ds)[0])  # new randomness each epoch
+
+
+def test_fit_on_numpy_batches(mnist_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``model.fit`` takes the endless numpy stream with ``steps_per_epoch`` (epoch by epoch,
+    as the tf.data stream) and ``evaluate`` the one-pass batches, on any backend."""
+    import keras
+
+    monkeypatch.setattr(data.pipeline, "tensorflow_available", lambda: False)
+    train, steps = data.load_epochs("mnist", seed=1, data_dir=mnist_dir, batch_size=8)
+    test = data.load("mnist", "test", data_dir=mnist_dir, batch_size=5)
+    seen: list[int] = []
+    original = data.NumpyBatches.__getitem__
+    monkeypatch.setattr(
+        data.NumpyBatches,
+        "__getitem__",
+        lambda self, i: (self is train and seen.append(i)) or original(self, i),
+    )
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(
+        train, steps_per_epoch=steps, epochs=3, validation_data=test, shuffle=False, verbose=0
+    )
+    assert len(history.history["val_loss"]) == 3
+    # one stream, epoch after epoch, not epoch 0 again each time (TensorFlow's adapter peeks
+    # at the first batches and reads a few ahead)
+    assert set(range(3 * steps)) <= set(seen) and max(seen) < 4 * steps
+    assert np.isfinite(model.evaluate(test, verbose=0))
+
+
+def test_train_runs_without_tensorflow(tmp_path: Path) -> None:
+    """On a machine with Keras and JAX but no TensorFlow (this project's GPU machines),
+    ``keras_ssm.train`` reads, batches, trains and writes its run folder."""
+    pytest.importorskip("jax")
+    folder = tmp_path / "data"
+    _write_idx_dir(folder / "mnist", _mnist_arrays(n_train=64, n_test=16))
+    code = f"""
+import importlib.abc, os, sys
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "tf_keras", "tf2onnx"):
+            raise ImportError("no " + name + " on this machine")
+sys.meta_path.insert(0, NoTensorFlow())
+os.environ["KERAS_BACKEND"] = "jax"
+import keras_ssm
+result = keras_ssm.train("fcn", "mnist", epochs=2, data_dir={str(folder)!r},
+                         out={str(tmp_path / "run")!r}, verbose=0, record_masks=False)
+assert "tensorflow" not in sys.modules
+print(result.metrics["backend"], result.metrics["epochs"], result.metrics["test_images"])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-3:] == ["jax", "2", "16"]
+    assert (tmp_path / "run" / "model.keras").is_file()
 
 
 def test_standardize_images_matches_tensorflow() -> None:

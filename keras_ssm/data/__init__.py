@@ -33,8 +33,10 @@ members) are checked before memory is allocated.
 
 The package: :mod:`~keras_ssm.data.specs` (the dataset table), :mod:`~keras_ssm.data.locate`
 (finding files), :mod:`~keras_ssm.data.formats` (idx, npz and CIFAR readers),
-:mod:`~keras_ssm.data.safe_pickle`, :mod:`~keras_ssm.data.tfds` (the fallback) and
-:mod:`~keras_ssm.data.pipeline` (the tf.data builder); this module is the public API.
+:mod:`~keras_ssm.data.safe_pickle`, :mod:`~keras_ssm.data.tfds` (the fallback),
+:mod:`~keras_ssm.data.pipeline` (the tf.data builder) and
+:mod:`~keras_ssm.data.numpy_batches` (the same batches without TensorFlow: a
+``keras.utils.PyDataset``); this module is the public API.
 
 Example (with ``KERAS_SSM_DATA_DIR`` pointing at a folder that holds ``mnist/``):
 
@@ -47,10 +49,7 @@ Example (with ``KERAS_SSM_DATA_DIR`` pointing at a folder that holds ``mnist/``)
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from keras_ssm.data import formats, pipeline, tfds
 from keras_ssm.data.errors import DataFormatError, DataNotFoundError
@@ -59,7 +58,9 @@ from keras_ssm.data.errors import DataFormatError, DataNotFoundError
 # package. PROBE_HOST and PROBE_TIMEOUT_S are read in keras_ssm.data.tfds: patch them there.
 from keras_ssm.data.locate import DATA_DIR_ENV as DATA_DIR_ENV
 from keras_ssm.data.locate import find_local, how_to_supply
-from keras_ssm.data.specs import DATASETS, Array, Arrays, PathLike, Split, check_split, spec_for
+from keras_ssm.data.numpy_batches import NumpyBatches as NumpyBatches
+from keras_ssm.data.numpy_batches import standardize_images as standardize_images
+from keras_ssm.data.specs import DATASETS, Arrays, PathLike, Split, check_split, spec_for
 from keras_ssm.data.specs import SPLITS as SPLITS
 from keras_ssm.data.tfds import OFFLINE_ENV as OFFLINE_ENV
 from keras_ssm.data.tfds import PROBE_HOST as PROBE_HOST
@@ -72,6 +73,7 @@ __all__ = [
     "DATASETS",
     "DataFormatError",
     "DataNotFoundError",
+    "NumpyBatches",
     "info",
     "load",
     "load_arrays",
@@ -167,8 +169,11 @@ def load(
     seed: int | None = None,
     limit: int | None = None,
     drop_remainder: bool = False,
-) -> tf.data.Dataset:
-    """A batched, prefetched ``tf.data.Dataset`` of ``(image float32 NHWC, label int32)``.
+) -> tf.data.Dataset | NumpyBatches:
+    """A batched, prefetched ``tf.data.Dataset`` of ``(image float32 NHWC, label int32)``;
+    where TensorFlow is not installed, a :class:`NumpyBatches` (``keras.utils.PyDataset``) of
+    the same batches, which ``model.fit`` takes alike (its shuffles and crops come from
+    ``numpy`` generators: with the same seed, not the ``tf.data`` order).
 
     Args:
         name: one of :data:`DATASETS`.
@@ -226,7 +231,7 @@ def load_epochs(
     standardize: bool = True,
     data_dir: PathLike | None = None,
     limit: int | None = None,
-) -> tuple[tf.data.Dataset, int]:
+) -> tuple[tf.data.Dataset | NumpyBatches, int]:
     """An endless stream of shuffled epochs whose order depends only on ``(seed, epoch)``.
 
     Returns ``(dataset, steps_per_epoch)``; train with
@@ -237,7 +242,8 @@ def load_epochs(
     and every worker of a multi-worker run sees the same global batches.
 
     Arguments as :func:`load` (``limit``: an integer ``>= 1`` or ``None``); ``seed`` is a
-    required integer and ``first_epoch`` an integer ``>= 0``.
+    required integer and ``first_epoch`` an integer ``>= 0``.  Without TensorFlow the stream
+    is an endless :class:`NumpyBatches`, keyed the same way.
 
     Example:
         >>> ds, steps = load_epochs("mnist", seed=1, batch_size=100, limit=250)
@@ -264,30 +270,3 @@ def load_epochs(
         first_epoch=int(first_epoch),
     )
     return dataset, pipeline.steps_per_epoch(len(labels), batch_size)
-
-
-def standardize_images(images: Array, chunk: int = 4096) -> Array:
-    """Per-image standardization, vectorized: ``(x - mean) / max(std, 1 / sqrt(N))``.
-
-    Matches ``tf.image.per_image_standardization`` (``N`` = pixels x channels of one image),
-    computed in float32 over chunks of images to bound temporary memory.
-
-    Example:
-        >>> x = np.arange(2 * 4 * 4 * 1, dtype=np.uint8).reshape(2, 4, 4, 1)
-        >>> z = standardize_images(x)
-        >>> z.dtype.name, bool(np.allclose(z.mean(axis=(1, 2, 3)), 0, atol=1e-6))
-        ('float32', True)
-    """
-    images = np.asarray(images)
-    out = np.empty(images.shape, dtype=np.float32)
-    if images.size == 0:
-        return out
-    flat_out = out.reshape(len(images), -1)
-    min_std = np.float32(1.0 / math.sqrt(flat_out.shape[1]))
-    for start in range(0, len(images), chunk):
-        block = images[start : start + chunk].reshape(-1, flat_out.shape[1]).astype(np.float32)
-        block -= block.mean(axis=1, keepdims=True)
-        std = np.sqrt(np.mean(np.square(block), axis=1, keepdims=True))
-        block /= np.maximum(std, min_std)
-        flat_out[start : start + chunk] = block
-    return out

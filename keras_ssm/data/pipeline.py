@@ -1,5 +1,7 @@
 """The one tf.data builder behind :func:`~keras_ssm.data.load` and
-:func:`~keras_ssm.data.load_epochs`, and the argument checks they share.
+:func:`~keras_ssm.data.load_epochs`, and the argument checks they share.  Where TensorFlow
+cannot be imported (a JAX or PyTorch machine), :func:`build` gives the same batches from a
+:class:`~keras_ssm.data.numpy_batches.NumpyBatches` instead.
 
 Batches are gathered from the in-memory uint8 images by (shuffled) index: shuffling indices
 instead of examples keeps the shuffle buffer tiny, and converting each batch to float32 on the
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from keras_ssm.data.numpy_batches import NumpyBatches
 from keras_ssm.data.specs import Array, Split
 
 if TYPE_CHECKING:
@@ -35,7 +38,17 @@ __all__ = [
     "check_seed",
     "head",
     "steps_per_epoch",
+    "tensorflow_available",
 ]
+
+
+def tensorflow_available() -> bool:
+    """Whether TensorFlow can be imported (the ``tf.data`` pipeline needs it)."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _is_int(value: object) -> bool:
@@ -112,8 +125,10 @@ def build(
     shuffle: bool = False,
     drop_remainder: bool = False,
     first_epoch: int | None = None,
-) -> tf.data.Dataset:
-    """A prefetched ``tf.data.Dataset`` of ``(float32 NHWC images, int32 labels)`` batches.
+) -> tf.data.Dataset | NumpyBatches:
+    """A prefetched ``tf.data.Dataset`` of ``(float32 NHWC images, int32 labels)`` batches;
+    without TensorFlow, a :class:`~keras_ssm.data.numpy_batches.NumpyBatches` of the same
+    batches (its own random streams).
 
     Args:
         images: uint8 NHWC images (already limited, see :func:`head`).
@@ -128,6 +143,18 @@ def build(
         first_epoch: ``None`` for one pass per iteration; an epoch number for the endless
             epoch-keyed stream starting at that epoch (always shuffled, never drops).
     """
+    if not tensorflow_available():
+        return NumpyBatches(
+            images,
+            labels,
+            batch_size=batch_size,
+            standardize=standardize,
+            augment=augment,
+            seed=seed,
+            shuffle=shuffle,
+            drop_remainder=drop_remainder,
+            first_epoch=first_epoch,
+        )
     import tensorflow as tf
 
     images_t = tf.constant(images)
