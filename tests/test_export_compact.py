@@ -107,6 +107,28 @@ def test_functional_model_round_trip():
     _same(m, model_from_compact_bytes(compact_bytes(m)), (6,))
 
 
+def test_the_compact_export_runs_on_every_backend(tmp_path):
+    """The export pipeline's compact file (fold, shrink, crop, .ssm) needs no TensorFlow, so a
+    run trained on JAX is collected where it ran; ONNX and LiteRT still need TensorFlow."""
+    import keras_ssm
+    from keras_ssm.export import export_model
+
+    keras.utils.set_random_seed(3)
+    model = keras_ssm.supermask(small_cnn())
+    report = export_model(model, tmp_path / "out", "compact", shrink=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "model.ssm"]
+    assert report["shrink_max_rel_error"] < 1e-5
+    loaded = load_compact(tmp_path / "out" / "model.ssm")
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 2)).astype(np.float32)
+    np.testing.assert_allclose(
+        np.asarray(loaded(x)), np.asarray(keras_ssm.fold(model)(x)), rtol=1e-5, atol=1e-6
+    )
+    if keras.backend.backend() != "tensorflow":
+        with pytest.raises(ValueError, match="onnx needs the TensorFlow backend.*'jax'|compact"):
+            export_model(model, tmp_path / "onnx", "onnx,compact", shrink=True)
+        assert not (tmp_path / "onnx").exists()
+
+
 def test_no_overwrite(tmp_path, fcn_bytes):
     p = tmp_path / "a.ssm"
     p.write_bytes(b"x")

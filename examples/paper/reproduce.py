@@ -156,11 +156,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
             from keras_ssm.export import export_run
 
-            if keras.backend.backend() != "tensorflow":  # the export pipeline needs it
-                print(f"[collect] {dest}: model.ssm needs KERAS_BACKEND=tensorflow; skipped")
-            else:
-                keras.backend.clear_session()
-                export_run(metrics.parent, "compact", out_dir=dest, shrink=True, overwrite=True)
+            keras.backend.clear_session()  # the compact format exports on every backend
+            export_run(metrics.parent, "compact", out_dir=dest, shrink=True, overwrite=True)
         print(f"[collect] {metrics.parent} -> {dest}")
     return 0
 

@@ -206,10 +206,12 @@ def export_model(
     formats = parse_formats(formats)
     _check_int8(formats, int8, code_bits)
     _check_channel_multiple(channel_multiple)
-    if keras.backend.backend() != "tensorflow":
+    needs_tf = [f for f in formats if f in ("onnx", "litert")]
+    if needs_tf and keras.backend.backend() != "tensorflow":
         raise ValueError(
-            "exporting needs the TensorFlow backend (set KERAS_BACKEND=tensorflow; the current "
-            f"backend is {keras.backend.backend()!r})"
+            f"exporting to {' and '.join(needs_tf)} needs the TensorFlow backend (set "
+            f"KERAS_BACKEND=tensorflow; the current backend is {keras.backend.backend()!r}); "
+            "the compact format exports on any backend"
         )
     dest = Path(out_dir)
     if dest.exists() and not dest.is_dir():
