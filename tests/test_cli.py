@@ -223,6 +223,65 @@ def test_a_diverging_run_stops_and_says_so(data_dir: Path, tmp_path: Path) -> No
     assert not (out / "backup").exists()
 
 
+@pytest.mark.parametrize(
+    ("steps", "loss", "accuracy", "num_classes", "stops"),
+    [
+        (50, 14.3, 0.1, 10, True),
+        (49, 14.3, 0.1, 10, False),  # too few batches to judge (a --limit run)
+        (50, 14.3, 0.21, 10, False),  # learning: above chance
+        (50, 6.9, 0.1, 10, False),  # not far above a uniform guess (ln 10 = 2.3)
+        (50, 14.3, 0.1, None, False),  # not a classifier the trainer knows
+        (400, 14.0, 0.02, 100, True),  # CIFAR-100: 3 ln 100 = 13.8, chance 1%
+    ],
+)
+def test_stuck_at_chance_criterion(
+    steps: int, loss: float, accuracy: float, num_classes: int | None, stops: bool
+) -> None:
+    from keras_ssm.training.callbacks import StopOnDivergence
+
+    callback = StopOnDivergence(num_classes=num_classes)
+    callback.set_model(type("Model", (), {"stop_training": False})())
+    callback.on_epoch_begin(4)
+    for batch in range(steps):
+        callback.on_train_batch_end(batch, {"loss": loss})
+    callback.on_epoch_end(4, {"loss": loss, "accuracy": accuracy})
+    assert callback.model.stop_training is stops
+    assert callback.reason == ("stuck" if stops else None)
+    if stops:
+        assert callback.diverged == (4, steps - 1, loss)
+
+
+def test_a_run_stuck_at_chance_stops_and_says_so(data_dir: Path, tmp_path: Path) -> None:
+    """The finite way bfloat16 diverges: an epoch whose mean loss is far above a uniform guess
+    at chance accuracy stops the run with an error naming the warm-up; nothing is written."""
+    import keras
+
+    import keras_ssm
+
+    class Saturate(keras.callbacks.Callback):  # what the dense Conv6 at lr 0.008 logged
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs.update(loss=14.3, accuracy=0.1)
+
+    out = tmp_path / "run"
+    with pytest.raises(
+        FloatingPointError, match=r"diverged: after epoch 1 .* 14\.3 .*chance.*warmup_epochs="
+    ):
+        keras_ssm.train(
+            "fcn",
+            "mnist",
+            mask=None,
+            epochs=3,
+            batch_size=8,
+            limit=512,
+            out=out,
+            resume=True,
+            callbacks=[Saturate()],
+            verbose=0,
+        )  # 64 steps per epoch: the check needs 50
+    assert not (out / "model.keras").exists() and not (out / "metrics.json").exists()
+    assert not (out / "backup").exists()
+
+
 def test_train_recalibrates_batchnorm_after_fit(data_dir: Path) -> None:
     """A ResNet's BatchNorm statistics are recomputed for the final network (the default), or
     kept as training left them; models without BatchNorm are not touched."""

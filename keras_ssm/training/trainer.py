@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import platform
 import sys
@@ -274,7 +275,7 @@ def train(
 
             fit_callbacks.append(MaskRecorder(run_dir.path))
     history_log = HistoryLog(run_dir.backup_path / "history.json" if run_dir else None)
-    divergence = StopOnDivergence()
+    divergence = StopOnDivergence(num_classes=info["num_classes"])
     fit_callbacks.append(divergence)
     if resume:  # restores weights, optimizer state and the epoch counter
         backup = keras.callbacks.BackupAndRestore(str(run_dir.backup_path), double_checkpoint=True)
@@ -319,10 +320,17 @@ def train(
 
     if divergence.diverged is not None:
         epoch, batch, loss = divergence.diverged
+        what = (
+            f"the loss became {loss} at epoch {epoch + 1}, batch {batch + 1}"
+            if divergence.reason == "non-finite"
+            else f"after epoch {epoch + 1} the training loss is {loss:.3g} (a uniform guess: "
+            f"{math.log(info['num_classes']):.3g}) at chance accuracy"
+        )
         raise FloatingPointError(
-            f"training {model!r} diverged: the loss became {loss} at epoch {epoch + 1}, batch "
-            f"{batch + 1} (learning rate {recipe.lr:g}, precision {precision}); nothing was "
-            "written. Lower the learning rate (lr=, ssm train --lr) and train again."
+            f"training {model!r} diverged: {what} (learning rate {recipe.lr:g}, warm-up "
+            f"{recipe.warmup_epochs:g} epochs, precision {precision}); nothing was written. "
+            "Lower the learning rate (lr=, ssm train --lr) or warm it up (warmup_epochs=, "
+            "--warmup-epochs) and train again."
         )
     # What is reported (and deployed) computes in float32: fold gives exact float32 w0 * M.
     deployed = wrap.fold(net)
