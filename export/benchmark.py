@@ -281,6 +281,16 @@ def _box(box: Any) -> str:
     return str(tuple(tuple(side) for side in box)) if box else "none"
 
 
+def _crop_note(crop: dict[str, Any]) -> str:
+    """The export's input crop in words (a convnet whose border inputs all feed it has none)."""
+    if not crop.get("box"):
+        return "no input crop"
+    return (
+        f"input crop {_box(crop['box'])}: {crop.get('features_after')} of "
+        f"{crop.get('features_before')} inputs kept"
+    )
+
+
 def _onnx_ops(path: Path) -> list[str]:
     import onnx
 
@@ -751,8 +761,7 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
         "",
         f"- signed run: `{res['signed_run']}` ({res['signed_epochs']} epochs, remaining "
         f"{res['signed_remaining']:.4%}), exported as `ssm export --format onnx,litert,compact "
-        f"--shrink --int8` does (fold, shrink, input crop {_box(crop.get('box'))}: "
-        f"{crop.get('features_after')} of {crop.get('features_before')} inputs kept"
+        f"--shrink --int8` does (fold, shrink, {_crop_note(crop)}"
         f"{_alignment_note(res)}); dense: "
         f"`{res['dense_run']}` ({res['dense_epochs']} epochs){tfmot_line}",
         f"- Keras accuracy ({res['test_images']:,} test images; float32 models): signed "
