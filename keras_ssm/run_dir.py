@@ -130,6 +130,11 @@ class RunDir:
                 f"the backup in {self.backup_path} is damaged ({path.name}: {err}); delete it"
             ) from err
 
+    def discard_records(self) -> None:
+        """Remove the per-epoch records of a run that will not finish (a diverged one), so that
+        the folder holds nothing of it; the folder itself stays."""
+        self.analysis_path.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ writing
     def save_model(self, model: Any) -> None:
         save_model(model, self.model_path)

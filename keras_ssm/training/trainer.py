@@ -319,6 +319,8 @@ def train(
             train_loss, train_accuracy = net.evaluate(test_data, verbose=0)
 
     if divergence.diverged is not None:
+        if run_dir is not None:
+            run_dir.discard_records()
         epoch, batch, loss = divergence.diverged
         what = (
             f"the loss became {loss} at epoch {epoch + 1}, batch {batch + 1}"
