@@ -35,7 +35,17 @@ import numpy as np
 
 from keras_ssm.data.specs import Array
 
-__all__ = ["NumpyBatches", "augment_images", "standardize_images"]
+__all__ = ["NumpyBatches", "augment_images", "standardize_images", "steps_per_epoch"]
+
+
+def steps_per_epoch(count: int, batch_size: int, *, drop_remainder: bool = False) -> int:
+    """Batches in one pass over ``count`` examples.
+
+    Example:
+        >>> steps_per_epoch(250, 100), steps_per_epoch(250, 100, drop_remainder=True)
+        (3, 2)
+    """
+    return count // batch_size if drop_remainder else -(-count // batch_size)
 
 
 def standardize_images(images: Array, chunk: int = 4096) -> Array:
@@ -128,9 +138,9 @@ class NumpyBatches(keras.utils.PyDataset):
         self.seed = seed
         self.shuffle = shuffle
         self.first_epoch = first_epoch
-        count = len(self.labels)
-        whole = count // self.batch_size
-        self.steps_per_epoch = whole if drop_remainder else -(-count // self.batch_size)
+        self.steps_per_epoch = steps_per_epoch(
+            len(self.labels), self.batch_size, drop_remainder=drop_remainder
+        )
         self._rng = np.random.default_rng(seed)
         self._order = self._new_order()
 

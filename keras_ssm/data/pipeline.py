@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keras_ssm.data.numpy_batches import NumpyBatches
+from keras_ssm.data.numpy_batches import NumpyBatches, steps_per_epoch
 from keras_ssm.data.specs import Array, Split
 
 if TYPE_CHECKING:
@@ -102,16 +102,6 @@ def head(split: Split, limit: int | None) -> Split:
     if limit is None:
         return images, labels
     return images[:limit], labels[:limit]
-
-
-def steps_per_epoch(count: int, batch_size: int, *, drop_remainder: bool = False) -> int:
-    """Batches in one pass over ``count`` examples.
-
-    Example:
-        >>> steps_per_epoch(250, 100), steps_per_epoch(250, 100, drop_remainder=True)
-        (3, 2)
-    """
-    return count // batch_size if drop_remainder else -(-count // batch_size)
 
 
 def build(
