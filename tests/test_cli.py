@@ -263,7 +263,9 @@ def test_a_run_stuck_at_chance_stops_and_says_so(data_dir: Path, tmp_path: Path)
 
     out = tmp_path / "run"
     with pytest.raises(
-        FloatingPointError, match=r"diverged: after epoch 1 .* 14\.3 .*chance.*warmup_epochs="
+        FloatingPointError,
+        match=r"diverged: after epoch 1 .* 14\.3 .*chance.*weight scale 3.*warmup_epochs=.*"
+        r"--weight-scale",  # the FCN's default ELUS scale is 3: the message names it
     ):
         keras_ssm.train(
             "fcn",

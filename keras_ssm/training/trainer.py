@@ -328,11 +328,18 @@ def train(
             else f"after epoch {epoch + 1} the training loss is {loss:.3g} (a uniform guess: "
             f"{math.log(info['num_classes']):.3g}) at chance accuracy"
         )
+        scale = (
+            f", weight scale {recipe.weight_scale:g}"
+            if mask is not None and recipe.weight_scale != 1.0
+            else ""
+        )
         raise FloatingPointError(
             f"training {model!r} diverged: {what} (learning rate {recipe.lr:g}, warm-up "
-            f"{recipe.warmup_epochs:g} epochs, precision {precision}); nothing was written. "
-            "Lower the learning rate (lr=, ssm train --lr) or warm it up (warmup_epochs=, "
-            "--warmup-epochs) and train again."
+            f"{recipe.warmup_epochs:g} epochs{scale}, precision {precision}); nothing was "
+            "written. Lower the learning rate (lr=, ssm train --lr) or warm it up "
+            "(warmup_epochs=, --warmup-epochs)"
+            + (" or lower the weight scale (weight_scale=, --weight-scale)" if scale else "")
+            + " and train again."
         )
     # What is reported (and deployed) computes in float32: fold gives exact float32 w0 * M.
     deployed = wrap.fold(net)
