@@ -314,9 +314,10 @@ def train(
                 verbose=verbose,
             )
             wall = time.perf_counter() - start
-            if recalibrate_batches and dist is None:
-                recalibrated = norms.recalibrate_batchnorm(net, train_data, recalibrate_batches)
-            train_loss, train_accuracy = net.evaluate(test_data, verbose=0)
+            if divergence.diverged is None:  # else it raises below: nothing to evaluate
+                if recalibrate_batches and dist is None:
+                    recalibrated = norms.recalibrate_batchnorm(net, train_data, recalibrate_batches)
+                train_loss, train_accuracy = net.evaluate(test_data, verbose=0)
 
     if divergence.diverged is not None:
         if run_dir is not None:
