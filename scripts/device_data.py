@@ -10,7 +10,8 @@ bit for bit, and ``check`` verifies a round trip here.
     python scripts/device_data.py check ../shared/datasets/cifar10 .data
     python scripts/device_data.py unpack .data/a .data/b --out .data/cifar10   # on the device
 
-Only the standard library and numpy: it runs under the device's own python3.
+The standard library, numpy and keras_ssm's atomic writes: it runs under the device's own
+python3 (with the repository on ``PYTHONPATH``, as scripts/device_run.sh sets it).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from __future__ import annotations
 import argparse
 import io
 import lzma
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from keras_ssm.atomic import atomic_write_bytes
 
 # Two carries of three files each: 3 x ~19 MB compressed per call.
 PIECES = {
@@ -41,12 +43,6 @@ def _decode(payload: bytes, shape: tuple[int, ...]) -> np.ndarray:
     return np.cumsum(deltas, axis=2, dtype=np.uint8)
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
-
-
 def pack(source: Path, out: Path) -> None:
     for piece, names in PIECES.items():
         folder = out / piece
@@ -62,8 +58,8 @@ def pack(source: Path, out: Path) -> None:
             np.savez(
                 header, labels=labels, shape=np.array(images.shape), keys=[images_key, labels_key]
             )
-            _atomic_write(folder / f"{name}.meta", header.getvalue())
-            _atomic_write(folder / f"{name}.xz", _encode(images))
+            atomic_write_bytes(folder / f"{name}.meta", header.getvalue(), overwrite=True)
+            atomic_write_bytes(folder / f"{name}.xz", _encode(images), overwrite=True)
             print(f"{piece}/{name}: {(folder / f'{name}.xz').stat().st_size / 1e6:.1f} MB")
 
 
@@ -78,7 +74,7 @@ def unpack(pieces: list[Path], out: Path) -> None:
             images = _decode((folder / f"{name}.xz").read_bytes(), shape)
             buffer = io.BytesIO()
             np.savez(buffer, **{images_key: images, labels_key: labels})
-            _atomic_write(out / name, buffer.getvalue())
+            atomic_write_bytes(out / name, buffer.getvalue(), overwrite=True)
             print(f"{out / name}: {images.shape}")
 
 
