@@ -79,6 +79,8 @@ class StopOnDivergence(keras.callbacks.Callback):
     >>> stuck.on_epoch_end(0, {"loss": 14.3, "accuracy": 0.1})
     >>> stuck.diverged, stuck.reason
     ((0, 2, 14.3), 'stuck')
+    >>> stuck.describe()
+    'after epoch 1 the training loss is 14.3 (a uniform guess: 2.3) at chance accuracy'
     """
 
     # Keras may run it off the training thread: a per-batch callback that is not async-safe
@@ -118,6 +120,19 @@ class StopOnDivergence(keras.callbacks.Callback):
         chance = math.log(self.num_classes)
         if float(loss) > 3 * chance and float(accuracy) <= 2 / self.num_classes:
             self._stop(self._steps - 1, float(loss), "stuck")
+
+    def describe(self) -> str:
+        """What was seen, in words (after a stop), e.g. for the caller's error message."""
+        if self.diverged is None:
+            return "no divergence"
+        epoch, batch, loss = self.diverged
+        if self.reason == "non-finite":
+            return f"the loss became {loss} at epoch {epoch + 1}, batch {batch + 1}"
+        uniform = math.log(self.num_classes or 2)
+        return (
+            f"after epoch {epoch + 1} the training loss is {loss:.3g} (a uniform guess: "
+            f"{uniform:.3g}) at chance accuracy"
+        )
 
     def _stop(self, batch: int, loss: float, reason: str) -> None:
         self.diverged, self.reason = (self._epoch, batch, loss), reason

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import platform
 import sys
@@ -322,21 +321,15 @@ def train(
     if divergence.diverged is not None:
         if run_dir is not None:
             run_dir.discard_records()
-        epoch, batch, loss = divergence.diverged
-        what = (
-            f"the loss became {loss} at epoch {epoch + 1}, batch {batch + 1}"
-            if divergence.reason == "non-finite"
-            else f"after epoch {epoch + 1} the training loss is {loss:.3g} (a uniform guess: "
-            f"{math.log(info['num_classes']):.3g}) at chance accuracy"
-        )
         scale = (
             f", weight scale {recipe.weight_scale:g}"
             if mask is not None and recipe.weight_scale != 1.0
             else ""
         )
         raise FloatingPointError(
-            f"training {model!r} diverged: {what} (learning rate {recipe.lr:g}, warm-up "
-            f"{recipe.warmup_epochs:g} epochs{scale}, precision {precision}); nothing was "
+            f"training {model!r} diverged: {divergence.describe()} (learning rate "
+            f"{recipe.lr:g}, warm-up {recipe.warmup_epochs:g} epochs{scale}, precision "
+            f"{precision}); nothing was "
             "written. Lower the learning rate (lr=, ssm train --lr) or warm it up "
             "(warmup_epochs=, --warmup-epochs)"
             + (" or lower the weight scale (weight_scale=, --weight-scale)" if scale else "")
