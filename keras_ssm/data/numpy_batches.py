@@ -35,7 +35,20 @@ import numpy as np
 
 from keras_ssm.data.specs import Array
 
-__all__ = ["NumpyBatches", "augment_images", "standardize_images", "steps_per_epoch"]
+__all__ = [
+    "NumpyBatches",
+    "augment_images",
+    "check_stream",
+    "standardize_images",
+    "steps_per_epoch",
+]
+
+
+def check_stream(seed: int | None, shuffle: bool, drop_remainder: bool) -> None:
+    """The epoch-keyed stream's arguments, for both batch builders: it needs a seed, always
+    shuffles (by ``(seed, epoch)``) and never drops a batch."""
+    if seed is None or shuffle or drop_remainder:
+        raise ValueError("the epoch-keyed stream needs a seed, always shuffles, never drops")
 
 
 def steps_per_epoch(count: int, batch_size: int, *, drop_remainder: bool = False) -> int:
@@ -128,8 +141,8 @@ class NumpyBatches(keras.utils.PyDataset):
         first_epoch: int | None = None,
     ) -> None:
         super().__init__()
-        if first_epoch is not None and (seed is None or shuffle or drop_remainder):
-            raise ValueError("the epoch-keyed stream needs a seed, always shuffles, never drops")
+        if first_epoch is not None:
+            check_stream(seed, shuffle, drop_remainder)
         self.images = np.asarray(images)
         self.labels = np.asarray(labels).astype(np.int32)
         self.batch_size = int(batch_size)

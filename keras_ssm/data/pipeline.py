@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keras_ssm.data.numpy_batches import NumpyBatches, steps_per_epoch
+from keras_ssm.data.numpy_batches import NumpyBatches, check_stream, steps_per_epoch
 from keras_ssm.data.specs import Array, Split
 
 if TYPE_CHECKING:
@@ -154,8 +154,7 @@ def build(
             len(labels), batch_size, shuffle, seed, drop_remainder, with_keys=augment
         )
     else:
-        if seed is None or shuffle or drop_remainder:
-            raise ValueError("the epoch-keyed stream needs a seed, always shuffles, never drops")
+        check_stream(seed, shuffle, drop_remainder)
         batches = _epoch_keyed_batches(len(labels), batch_size, seed, first_epoch)
 
     def make_batch(index: tf.Tensor, batch_key: tf.Tensor | None = None) -> Any:
