@@ -156,6 +156,7 @@ class NumpyBatches(keras.utils.PyDataset):
         )
         self._rng = np.random.default_rng(seed)
         self._order = self._new_order()
+        self._keyed_order: tuple[int, Array] | None = None  # (epoch, its permutation)
 
     # ------------------------------------------------------------------ PyDataset protocol
     @property
@@ -176,8 +177,7 @@ class NumpyBatches(keras.utils.PyDataset):
         else:  # stateless: batch ``index`` of the stream depends on (seed, epoch, step) only
             epoch = self.first_epoch + index // self.steps_per_epoch
             step = index % self.steps_per_epoch
-            order = np.random.default_rng((self.seed, epoch)).permutation(len(self.labels))
-            rows = order[step * self.batch_size : (step + 1) * self.batch_size]
+            rows = self._epoch_order(epoch)[step * self.batch_size : (step + 1) * self.batch_size]
             rng = np.random.default_rng((self.seed, epoch, step))
         pixels = self.images[rows]
         features = (
@@ -197,6 +197,13 @@ class NumpyBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         if self.first_epoch is None:
             self._order = self._new_order()
+
+    def _epoch_order(self, epoch: int) -> Array:
+        """Epoch ``epoch``'s permutation, drawn once per epoch (not once per batch)."""
+        if self._keyed_order is None or self._keyed_order[0] != epoch:
+            order = np.random.default_rng((self.seed, epoch)).permutation(len(self.labels))
+            self._keyed_order = (epoch, order)
+        return self._keyed_order[1]
 
     def _new_order(self) -> Array:
         count = len(self.labels)
