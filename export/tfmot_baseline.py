@@ -21,8 +21,8 @@ keeps the setting that serves it best.  It strips the pruning wrappers and write
 * ``metrics.json``: test accuracy (float32), the sparsity actually reached per layer, the
   schedule, the precision it trained at.
 
-Conv nets train in ``mixed_bfloat16`` where the CPU has AMX (``--precision auto``,
-as ``keras_ssm.train`` picks); what is evaluated and exported is a float32 copy.
+Conv nets train in ``mixed_bfloat16`` where the CPU has AMX or AVX512-BF16 (``--precision
+auto``, as ``keras_ssm.train`` picks); what is evaluated and exported is a float32 copy.
 
     python export/tfmot_baseline.py --signed-run runs/paper/fcn_signed_default_s7531 \\
         --out runs/bench/fcn_tfmot
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "--precision",
         choices=("auto", "float32", "bfloat16"),
         default="auto",
-        help="training precision (auto: bfloat16 for conv nets on a CPU with AMX)",
+        help="training precision (auto: bfloat16 for conv nets on a CPU with AMX or AVX512-BF16)",
     )
     p.add_argument("--seed", type=int, default=7531)
     p.add_argument("--data-dir")

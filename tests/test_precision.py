@@ -133,7 +133,7 @@ def test_resolve_precision_and_jit(tmp_path) -> None:
     flags.write_text("processor: 0\nflags\t\t: fpu sse avx2\n")
     assert not precision.cpu_has_bf16(flags) and not precision.cpu_has_amx(flags)
     assert not precision.cpu_has_bf16(tmp_path / "missing")
-    # AVX512-BF16 without AMX (AMD Zen 4): bfloat16 instructions, but not faster (measured)
+    # AVX512-BF16 without AMX (AMD Zen 4): bfloat16 instructions (oneDNN's avx512_core_bf16)
     flags.write_text("processor: 0\nmodel name\t: AMD EPYC\nflags\t\t: avx512f avx512_bf16\n")
     assert precision.cpu_has_bf16(flags) and not precision.cpu_has_amx(flags)
     described = precision.cpu_description(flags)
@@ -148,19 +148,21 @@ def test_policy_scope_restores_the_policy() -> None:
 
 
 def test_auto_picks_per_model_kind(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a CPU with AMX: convnets train in bfloat16 without XLA; the FCN in float32 with XLA
-    on TensorFlow (measured fastest, examples/bench_train.py); without AMX, float32."""
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda *a: False)
-    monkeypatch.setattr(precision, "cpu_has_bf16", lambda *a: True)  # AVX512-BF16 alone
-    monkeypatch.setattr(precision, "_accelerated", lambda: False)
-    assert precision.resolve_precision("auto", convolutional=True) == "float32"
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda *a: True)
-    monkeypatch.setattr(precision, "_accelerated", lambda: False)
+    """On a CPU with bfloat16 instructions (AMX, or AVX512-BF16 alone as on AMD Zen 4):
+    convnets train in bfloat16 without XLA; the FCN in float32 with XLA on TensorFlow (measured
+    fastest, examples/bench_train.py); on a CPU without them, float32."""
     tf = keras.backend.backend() == "tensorflow"
-    assert precision.resolve_precision("auto", convolutional=True) == (
-        "bfloat16" if tf else "float32"
-    )
-    assert precision.resolve_precision("auto", convolutional=False) == "float32"
+    monkeypatch.setattr(precision, "_accelerated", lambda: False)
+    for amx in (True, False):  # AVX512-BF16 with and without AMX
+        monkeypatch.setattr(precision, "cpu_has_amx", lambda *a, amx=amx: amx)
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda *a: True)
+        assert precision.resolve_precision("auto", convolutional=True) == (
+            "bfloat16" if tf else "float32"
+        )
+        assert precision.resolve_precision("auto", convolutional=False) == "float32"
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda *a: False)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda *a: False)  # AVX2, AVX512F only
+    assert precision.resolve_precision("auto", convolutional=True) == "float32"
     assert precision.resolve_jit("auto", convolutional=True) == "auto"
     assert precision.resolve_jit("auto", convolutional=False) == (True if tf else "auto")
     monkeypatch.setattr(precision, "_accelerated", lambda: True)  # a GPU: Keras decides

@@ -143,8 +143,9 @@ def register(subparsers: Any) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="training precision; auto: bfloat16 mixed precision for conv nets on a CPU with AMX "
-        "(TensorFlow), else float32. Reported accuracy is always the float32 folded model's",
+        help="training precision; auto: bfloat16 mixed precision for conv nets on a CPU with "
+        "AMX or AVX512-BF16 (TensorFlow), else float32. Reported accuracy is always the float32 "
+        "folded model's",
     )
     train.add_argument(
         "--deterministic",

@@ -7,11 +7,15 @@ uses neither oneDNN nor AMX and is the slowest path.  Hence the defaults:
 
 - precision ``"auto"``: ``"bfloat16"`` (Keras' ``mixed_bfloat16`` policy: variables, scores,
   threshold and optimizer state in float32, layer math in bfloat16) for a convolutional model on
-  TensorFlow with a CPU that has AMX; ``"float32"`` everywhere else.  AVX512-BF16 alone did not
-  pay: on an AMD EPYC (Zen 4: AVX512-BF16, no AMX, 2 cores) the dense Conv6 step took 644 ms in
-  bfloat16 and 643 ms in float32 (signed: 502 and 643 ms; step times on that VM cluster at a
-  few values, ``examples/results/bench_train_conv6_epyc.json``), so there bfloat16 would only
-  add rounding.
+  TensorFlow with a CPU that has bfloat16 instructions (AMX or AVX512-BF16); ``"float32"``
+  everywhere else.  On AMX, bfloat16 Conv6 steps take 0.25x the float32 ones.  On an AMD EPYC
+  (Zen 4: AVX512-BF16, no AMX, 2 cores) oneDNN runs bfloat16 convolutions with its
+  ``avx512_core_bf16`` kernels (``ONEDNN_VERBOSE=1``).  Step times on that VM jump between a few
+  values, so one run proves little; over four interleaved runs of ``examples/bench_train.py``
+  (``examples/results/precision_epyc/``), bfloat16 over float32 step time, dense and signed,
+  was 0.45-1.11 for Conv6, 0.56-1.05 for Conv4, 0.61-1.12 for Conv2, 0.65-0.68 for Conv8 and
+  1.00 for ResNet20: median 0.86, above 1 in 6 of 24 pairs and never by more than 12% (an
+  earlier day's Conv6 run, ``examples/results/bench_train_conv6_epyc.json``: 1.00 and 0.78).
 - jit ``"auto"``: Keras' own choice (on TensorFlow with only a CPU: no XLA; JAX always compiles),
   except for a model without convolutions (the FCN) on a TensorFlow CPU: XLA, which fuses the
   mask's elementwise work into the step (measured: FCN signed 6.6 ms/step in float32 with XLA,
@@ -66,13 +70,14 @@ def _cpuinfo(cpuinfo: str | Path) -> tuple[str, set[str]]:
 
 
 def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has bfloat16 instructions (AMX or AVX512-BF16 in ``/proc/cpuinfo``)."""
+    """Whether the CPU has bfloat16 instructions (AMX or AVX512-BF16 in ``/proc/cpuinfo``):
+    where ``resolve_precision("auto")`` trains convolutional models in bfloat16."""
     return bool(_cpuinfo(cpuinfo)[1] & set(_BF16_FLAGS))
 
 
 def cpu_has_amx(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has AMX bfloat16 tiles (``amx_bf16``): where bfloat16 training is
-    measured faster than float32 (module docstring)."""
+    """Whether the CPU has AMX bfloat16 tiles (``amx_bf16``): where bfloat16 convolutions are
+    fastest (module docstring)."""
     return "amx_bf16" in _cpuinfo(cpuinfo)[1]
 
 
@@ -113,7 +118,7 @@ def resolve_precision(precision: str = "auto", *, convolutional: bool = True) ->
         raise ValueError(f"Unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}.")
     if precision != "auto":
         return precision
-    fast_bf16 = keras.backend.backend() == "tensorflow" and not _accelerated() and cpu_has_amx()
+    fast_bf16 = keras.backend.backend() == "tensorflow" and not _accelerated() and cpu_has_bf16()
     return "bfloat16" if fast_bf16 and convolutional else "float32"
 
 
