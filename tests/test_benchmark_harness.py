@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -252,3 +256,20 @@ def test_readme_training_table_is_generated_from_the_results() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split(bench_train.BEGIN, 1)[1].split(bench_train.END, 1)[0].strip()
     assert block == bench_train.table(files)
+
+
+def test_bench_mask_step_times_every_probe(tmp_path: Path) -> None:
+    """examples/bench_mask_step.py trains the dense FCN and its three masked variants (its two
+    probe masks register by name, in their own process) and writes their step times."""
+    out = tmp_path / "times.json"
+    cmd = [sys.executable, str(ROOT / "examples" / "bench_mask_step.py"), "--rounds", "2"]
+    cmd += ["--steps", "1", "--batch", "4", "--json", str(out)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["dense", "scores", "ste-identity", "signed"]
+    assert all(r["ms"] > 0 for r in rows.values()) and rows["dense"]["over_dense"] == 1.0
+    bad = subprocess.run([*cmd[:2], "--rounds", "1"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert bad.returncode == 2 and "--rounds must be at least 2" in bad.stderr
