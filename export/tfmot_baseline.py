@@ -13,9 +13,9 @@ rate: 5e-6 per step on the FCN).  The dense recipe's stronger decay (5e-4 per st
 accuracy: FCN at the signed default run's sparsity, 97.21% vs 98.04% with 5e-4; so the baseline
 keeps the setting that serves it best.  It strips the pruning wrappers and writes into ``--out``:
 
-* ``model.onnx`` (tf2onnx from the float32 tf_keras model, its Dense layers written as ``Gemm``
-  like every file of ``keras_ssm.export``: :func:`keras_ssm.export.onnx.matmuls_as_gemm`) and
-  ``model.tflite`` (TFLite
+* ``model.onnx`` (tf2onnx from the float32 tf_keras model, rewritten like every file of
+  ``keras_ssm.export``: Dense layers as ``Gemm``, max-pooling before a monotone activation;
+  :func:`keras_ssm.export.onnx.rewrite_for_onnxruntime`) and ``model.tflite`` (TFLite
   converter with ``Optimize.EXPERIMENTAL_SPARSITY``), each checked against tf_keras before it
   is kept;
 * ``metrics.json``: test accuracy (float32), the sparsity actually reached per layer, the
@@ -237,13 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     from ai_edge_litert.interpreter import Interpreter
 
     from keras_ssm.export import max_rel_error
-    from keras_ssm.export.onnx import matmuls_as_gemm
+    from keras_ssm.export.onnx import rewrite_for_onnxruntime
 
     probe = x_test[:64]
     want = final.predict(probe, verbose=0)
     spec = (tf.TensorSpec((None, *x_train.shape[1:]), tf.float32, name="input"),)
     proto, _ = tf2onnx.convert.from_keras(final, input_signature=spec, opset=17)
-    proto = matmuls_as_gemm(proto)  # as for every dense file: Gemm, which fuses the activation
+    proto = rewrite_for_onnxruntime(proto)  # as for every file of keras_ssm.export
     onnx_data = proto.SerializeToString()
     sess = ort.InferenceSession(onnx_data, providers=["CPUExecutionProvider"])
     err_onnx = max_rel_error(sess.run(None, {sess.get_inputs()[0].name: probe}), [want])

@@ -437,3 +437,98 @@ def test_dense_layers_export_as_gemm_with_the_activation_fused(
     assert optimized.count("FusedGemm") == 1, optimized  # the 8-unit Dense and its activation
     act = {"elu": "Elu", "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[activation]
     assert optimized.count(act) == 1, optimized  # only the 3-D Dense's, after its Reshape
+
+
+_POOLS = {
+    "max": lambda: L.MaxPooling2D(2),
+    "global-max": L.GlobalMaxPooling2D,
+    "average": lambda: L.AveragePooling2D(2),
+}
+
+
+@pytest.mark.parametrize("pool", sorted(_POOLS))
+@pytest.mark.parametrize("activation", ["elu", "selu", "softplus", "softsign", "relu", "tanh"])
+def test_max_pool_runs_before_a_monotone_activation(activation, pool, tmp_path):
+    """``Conv -> Elu -> MaxPool`` is written ``Conv -> MaxPool -> Elu`` (exact for an activation
+    that never decreases), for the activations onnxruntime does not fuse into the Conv; ReLU and
+    tanh stay fused, average pooling does not commute.  Outputs equal Keras' and, bit for bit,
+    the graph's without the rewrite."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3, activation=activation)])
+    model.add(_POOLS[pool]())
+    if pool != "global-max":
+        model.add(L.Flatten())
+    model.add(L.Dense(3))
+    result = to_onnx(model, tmp_path / "m.onnx")
+    assert result.max_rel_error <= 1e-5
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    act = {"elu": "Elu", "selu": "Selu", "softplus": "Softplus", "softsign": "Softsign"}
+    act |= {"relu": "Relu", "tanh": "Tanh"}
+    (node,) = [n for n in graph.node if n.op_type == act[activation]]
+    moved = activation in ("elu", "selu", "softplus", "softsign") and pool != "average"
+    pool_ops = {"max": ("MaxPool",), "global-max": ("GlobalMaxPool", "ReduceMax")}
+    assert (made_by[node.input[0]] in pool_ops.get(pool, ())) is moved, [
+        n.op_type for n in graph.node
+    ]
+    plain, _ = onnx_mod.onnx_bytes(model, rewrite=False)  # tf2onnx's graph
+    ops = [n.op_type for n in plain.graph.node]
+    pooled_at = [i for i, op in enumerate(ops) if op.endswith("Pool") or op == "ReduceMax"]
+    assert ops.index(act[activation]) < pooled_at[0], ops  # activation first, as in Keras
+    unrewritten = onnx_mod.matmuls_as_gemm(plain)  # every rewrite but the pool's
+    x = np.random.default_rng(1).normal(size=(16, 8, 8, 3)).astype("float32")
+    got = ort_session(tmp_path / "m.onnx").run(None, {"input": x})[0]
+    (tmp_path / "plain.onnx").write_bytes(unrewritten.SerializeToString())
+    want = ort_session(tmp_path / "plain.onnx").run(None, {"input": x})[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def _act_pool_graph(act_attrs=None, pool_outputs=("y",), act_read_twice=False, act_is_output=False):
+    """``x -> Elu (act_attrs) -> MaxPool 2x2 -> y`` by hand, with the variations the rewrite
+    must refuse: another reader or a graph output on the Elu, the pool's Indices output."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Elu", ["x"], ["a"], **(act_attrs or {})),
+        helper.make_node("MaxPool", ["a"], list(pool_outputs), kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    full, pooled = [2, 3, 4, 4], [2, 3, 2, 2]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, pooled)]
+    if act_read_twice:
+        nodes.append(helper.make_node("Neg", ["a"], ["n"]))
+        outputs.append(helper.make_tensor_value_info("n", TensorProto.FLOAT, full))
+    if act_is_output:
+        outputs.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, full))
+    if len(pool_outputs) > 1:
+        outputs.append(helper.make_tensor_value_info(pool_outputs[1], TensorProto.INT64, pooled))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, full)
+    graph = helper.make_graph(nodes, "g", [x], outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    "variant, moved",
+    [
+        ({}, True),
+        ({"act_attrs": {"alpha": 0.5}}, True),
+        ({"act_attrs": {"alpha": -0.5}}, False),  # decreasing below 0: max does not commute
+        ({"act_read_twice": True}, False),
+        ({"act_is_output": True}, False),
+        ({"pool_outputs": ("y", "idx")}, False),
+    ],
+    ids=["default", "alpha-0.5", "alpha-negative", "two-readers", "graph-output", "indices"],
+)
+def test_pools_before_activations_only_where_exact(variant, moved, tmp_path):
+    model = _act_pool_graph(**variant)
+    rewritten = onnx_mod.pools_before_activations(model)
+    onnx.checker.check_model(rewritten)
+    order = [n.op_type for n in rewritten.graph.node][:2]
+    assert order == (["MaxPool", "Elu"] if moved else ["Elu", "MaxPool"])
+    assert [n.op_type for n in model.graph.node][:2] == ["Elu", "MaxPool"]  # a copy
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype("float32")
+    runs = []
+    for i, proto in enumerate((model, rewritten)):
+        (tmp_path / f"{i}.onnx").write_bytes(proto.SerializeToString())
+        runs.append(ort_session(tmp_path / f"{i}.onnx").run(None, {"x": x}))
+    for before, after in zip(*runs, strict=True):
+        np.testing.assert_array_equal(before, after)

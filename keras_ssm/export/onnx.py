@@ -28,7 +28,15 @@ from keras_ssm.export._verify import (
 )
 from keras_ssm.export.runtime import ort_session
 
-__all__ = ["input_names", "matmuls_as_gemm", "to_onnx", "onnx_bytes", "ort_session"]
+__all__ = [
+    "input_names",
+    "matmuls_as_gemm",
+    "pools_before_activations",
+    "rewrite_for_onnxruntime",
+    "to_onnx",
+    "onnx_bytes",
+    "ort_session",
+]
 
 
 def input_names(model: keras.Model, input_name: str = "input") -> list[str]:
@@ -67,6 +75,7 @@ def onnx_bytes(
     output_name: str = "output",
     int8: bool = False,
     code_bits: int = 8,
+    rewrite: bool = True,
 ):
     """Convert ``model`` to an ``onnx.ModelProto`` (no file written, no verification).
 
@@ -74,7 +83,8 @@ def onnx_bytes(
     inputs keep their own names, see :func:`input_names`); outputs are named ``output_name``
     (several: ``output_name_i``, or their keys for a dict of outputs). With ``int8=True``
     ternary kernels are stored as exact integer codes of ``code_bits`` bits (8, 4 or 2; see
-    :func:`keras_ssm.export.int8.quantize_onnx_ternary`).
+    :func:`keras_ssm.export.int8.quantize_onnx_ternary`).  ``rewrite=False`` keeps the graph
+    as tf2onnx wrote it, without :func:`rewrite_for_onnxruntime` (exact rewrites for speed).
 
     Returns:
         ``(model_proto, quantized)`` where ``quantized`` lists the int8 weights.
@@ -111,7 +121,8 @@ def onnx_bytes(
             custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
         )
     _rename_outputs(proto, _output_names(model, output_name, len(proto.graph.output)))
-    proto = matmuls_as_gemm(proto)
+    if rewrite:
+        proto = rewrite_for_onnxruntime(proto)
     quantized = []
     if int8:
         from keras_ssm.export.int8 import quantize_onnx_ternary
@@ -186,6 +197,93 @@ def matmuls_as_gemm(model_proto):
     for add in dropped:
         graph.node.remove(add)
     return model
+
+
+# Elementwise activations that are monotone non-decreasing for the attribute values checked
+# here, so that max-pooling their output equals activating the max-pooled input, and that
+# onnxruntime's CPU provider never fuses into the Conv before them (it fuses Relu, LeakyRelu,
+# Sigmoid, Tanh, Clip and HardSigmoid, which are better left where they are).
+_MONOTONE: dict[str, Any] = {
+    "Elu": lambda a: a.get("alpha", 1.0) >= 0,
+    "Selu": lambda a: a.get("alpha", 1.67326) >= 0 and a.get("gamma", 1.0507) >= 0,
+    "Celu": lambda a: a.get("alpha", 1.0) > 0,
+    "Softplus": lambda a: True,
+    "Softsign": lambda a: True,
+}
+
+
+# Nodes that take maxima over sets of elements (windows, all positions, given axes): each
+# commutes with a non-decreasing elementwise function.
+_MAX_POOLS = ("MaxPool", "GlobalMaxPool", "ReduceMax")
+# Nodes that only move elements, which an elementwise function commutes with.
+_LAYOUT = ("Transpose", "Identity")
+
+
+def pools_before_activations(model_proto):
+    """Max-pool before a monotone activation instead of after it: ``Elu -> MaxPool`` becomes
+    ``MaxPool -> Elu``, so the activation runs on the pooled tensor (a quarter of the elements
+    after a 2x2 pool) and, in onnxruntime's blocked (NCHWc) layout, so do the reorders around it.
+
+    Exact: for an activation ``f`` that never decreases, ``max(f(a), f(b)) = f(max(a, b))``.
+    Measured with ``python export/pool_timing.py`` (default session options, 2 cores, AMD EPYC;
+    two runs of 5-7 interleaved rounds): the signed Conv6 of the paper reproduction 1.08x
+    faster at batch 64 (27.6 vs 29.8 ms) and 0.96-1.08x at batch 1, the signed Conv4 1.12x and
+    1.04x, a dense Conv6 1.09x and 1.01x; the outputs are bit-identical.
+    Applies to ``MaxPool`` (one output), ``GlobalMaxPool`` and ``ReduceMax`` (what tf2onnx
+    writes for a global max-pool over NHWC) after ``Elu``/``Selu``/``Celu`` (non-negative
+    ``alpha``), ``Softplus`` or ``Softsign`` whose output only that pool reads, directly or
+    through ``Transpose`` / ``Identity`` nodes that nothing else reads.
+    Returns a modified copy; the input proto is untouched.
+    """
+    import onnx
+    from onnx import helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(model_proto)
+    graph = model.graph
+    nodes = list(graph.node)
+    producer = {out: node for node in nodes for out in node.output}
+    readers: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    outputs = {o.name for o in graph.output}
+
+    def only_read_once(node: Any) -> bool:
+        out = node.output[0]
+        return len(node.output) == 1 and readers.get(out) == 1 and out not in outputs
+
+    moved = set()
+    for pool in [n for n in nodes if n.op_type in _MAX_POOLS and len(n.output) == 1]:
+        reader, act = pool, producer.get(pool.input[0])  # reader: the node that reads `act`
+        while act is not None and act.op_type in _LAYOUT and only_read_once(act):
+            reader, act = act, producer.get(act.input[0])  # tf2onnx may leave a Transpose
+        if act is None or act.op_type not in _MONOTONE or not only_read_once(act):
+            continue
+        if not _MONOTONE[act.op_type](
+            {a.name: helper.get_attribute_value(a) for a in act.attribute}
+        ):
+            continue
+        x, between, y = act.input[0], act.output[0], pool.output[0]
+        reader.input[0], pool.output[0] = x, between
+        act.input[0], act.output[0] = between, y
+        nodes.remove(act)
+        nodes.insert(nodes.index(pool) + 1, act)  # topological: only `act` reads `between`
+        producer[between], producer[y] = pool, act
+        moved.add(between)
+    if moved:
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+        kept = [v for v in graph.value_info if v.name not in moved]  # their shapes changed
+        graph.ClearField("value_info")
+        graph.value_info.extend(kept)
+    return model
+
+
+def rewrite_for_onnxruntime(model_proto):
+    """Every exact rewrite this package applies to a converted graph before it is saved:
+    :func:`matmuls_as_gemm`, then :func:`pools_before_activations`.  Returns a copy."""
+    return pools_before_activations(matmuls_as_gemm(model_proto))
 
 
 @contextlib.contextmanager
