@@ -8,7 +8,7 @@ twice: as every file of ``keras_ssm.export`` is (``rewrite_for_onnxruntime``), a
 rewrite but the pool's (``Conv -> Elu -> MaxPool`` as Keras computes it).  Both run under
 default session options on the same random images at batch 1 and 64, in interleaved rounds;
 their outputs must be equal bit for bit.  The numbers quoted in ``keras_ssm/export/onnx.py``
-come from this script::
+and ``export/RESULTS_pool_timing.md`` come from this script::
 
     python export/pool_timing.py --dense conv6 --rounds 5 \\
         --ssm examples/paper/results/conv6_signed_default_s7531/model.ssm

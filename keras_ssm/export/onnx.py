@@ -228,7 +228,8 @@ def pools_before_activations(model_proto):
     Measured with ``python export/pool_timing.py`` (default session options, 2 cores, AMD EPYC;
     two runs of 5-7 interleaved rounds): the signed Conv6 of the paper reproduction 1.08x
     faster at batch 64 (27.6 vs 29.8 ms) and 0.96-1.08x at batch 1, the signed Conv4 1.12x and
-    1.04x, a dense Conv6 1.09x and 1.01x; the outputs are bit-identical.
+    1.04x, a dense Conv6 1.09x and 1.01x (export/RESULTS_pool_timing.md); the outputs are
+    bit-identical.
     Applies to ``MaxPool`` (one output), ``GlobalMaxPool`` and ``ReduceMax`` (what tf2onnx
     writes for a global max-pool over NHWC) after ``Elu``/``Selu``/``Celu`` (non-negative
     ``alpha``), ``Softplus`` or ``Softsign`` whose output only that pool reads, directly or
