@@ -230,11 +230,12 @@ def pools_before_activations(model_proto):
     faster at batch 64 (27.6 vs 29.8 ms) and 0.96-1.08x at batch 1, the signed Conv4 1.12x and
     1.04x, a dense Conv6 1.09x and 1.01x (export/RESULTS_pool_timing.md); the outputs are
     bit-identical.
+
     Applies to ``MaxPool`` (one output), ``GlobalMaxPool`` and ``ReduceMax`` (what tf2onnx
     writes for a global max-pool over NHWC) after ``Elu``/``Selu``/``Celu`` (non-negative
     ``alpha``), ``Softplus`` or ``Softsign`` whose output only that pool reads, directly or
-    through ``Transpose`` / ``Identity`` nodes that nothing else reads.
-    Returns a modified copy; the input proto is untouched.
+    through ``Transpose`` / ``Identity`` nodes that nothing else reads.  Returns a modified
+    copy; the input proto is untouched.
     """
     import onnx
     from onnx import helper
