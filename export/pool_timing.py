@@ -30,8 +30,8 @@ def protos(model: Any) -> dict[str, bytes]:
     """The serialized ONNX graph of ``model`` with and without the pool rewrite."""
     from keras_ssm.export import onnx as onnx_mod
 
-    with_pool, _ = onnx_mod.onnx_bytes(model)
-    plain, _ = onnx_mod.onnx_bytes(model, rewrite=False)
+    plain, _ = onnx_mod.onnx_bytes(model, rewrite=False)  # one conversion, both graphs
+    with_pool = onnx_mod.rewrite_for_onnxruntime(plain)
     without = onnx_mod.matmuls_as_gemm(plain)
     return {KINDS[0]: with_pool.SerializeToString(), KINDS[1]: without.SerializeToString()}
 
