@@ -74,3 +74,28 @@ def test_table_shows_a_warmup(reproduce, tmp_path: Path, warmup: float, text: st
     (run / "metrics.json").write_text(json.dumps(metrics))
     (row,) = [line for line in reproduce.table(tmp_path).splitlines() if "conv6_none" in line]
     assert f"0.008 / 0.0007 / None / 1 / 0{text}" in row
+
+
+def test_table_training_time_counts_every_session_of_a_resumed_run(
+    reproduce, tmp_path: Path
+) -> None:
+    base = {"model": "conv2", "dataset": "cifar10", "mask": "none", "precision": "float32",
+            "epochs": 3, "test_accuracy": 0.6, "hardware": "cpu", "backend": "tensorflow",
+            "recipe": {"lr": 0.008, "wd": 7e-4, "threshold": None}}  # fmt: skip
+    history = "epoch,loss,epoch_time_s\n0,1.0,1200\n1,0.9,1200\n2,0.8,1200\n"
+    runs = {  # (metrics beyond base, history.csv or None) -> the row's training time
+        "old_resumed": ({"wall_time_s": 1200.0, "resumed": True}, history, "60 min"),
+        "new_resumed": ({"wall_time_s": 1200.0, "train_time_s": 5400.0}, history, "90 min"),
+        "no_history": ({"wall_time_s": 600.0}, None, "10 min"),
+    }
+    for name, (extra, csv_text, _) in runs.items():
+        run = tmp_path / f"conv2_{name}_s7531"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({**base, **extra}))
+        if csv_text is not None:
+            (run / "history.csv").write_text(csv_text)
+    text = reproduce.table(tmp_path)
+    assert "| training time / run |" in text.splitlines()[0]
+    for name, (_, _, expected) in runs.items():
+        (row,) = [line for line in text.splitlines() if f"| conv2_{name} |" in line]
+        assert f"| {expected} |" in row, row

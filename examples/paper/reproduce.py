@@ -19,6 +19,7 @@ from their backup, so the runner can be stopped and restarted.  Seeds are the pa
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import statistics
@@ -181,21 +182,41 @@ def _export_facts(run_folder: Path) -> tuple[int, int] | None:
     return doc["shrink_report"]["params_after"], doc["files"]["model.ssm"]["bytes"]
 
 
+def _train_seconds(run_folder: Path, metrics: dict) -> float:
+    """A run's training time over all its sessions: ``train_time_s``, or (runs written before
+    it existed) the sum of ``history.csv``'s ``epoch_time_s``; ``wall_time_s`` of a run
+    without either (a resumed run's ``wall_time_s`` is its last session only)."""
+    if "train_time_s" in metrics:
+        return float(metrics["train_time_s"])
+    path = run_folder / "history.csv"
+    if path.is_file():
+        with path.open(newline="") as f:
+            times = [
+                float(row["epoch_time_s"]) for row in csv.DictReader(f) if row.get("epoch_time_s")
+            ]
+        if times:
+            return sum(times)
+    return float(metrics["wall_time_s"])
+
+
 def table(results: Path) -> str:
     """The Markdown table of the runs under ``results`` (one row per run group, seeds pooled)."""
-    groups: dict[str, list[tuple[dict, tuple[int, int] | None]]] = defaultdict(list)
+    groups: dict[str, list[tuple[dict, tuple[int, int] | None, float]]] = defaultdict(list)
     for path in sorted(Path(results).glob("*/metrics.json")):
         key = path.parent.name.rsplit("_s", 1)[0]
-        groups[key].append((json.loads(path.read_text()), _export_facts(path.parent)))
+        metrics = json.loads(path.read_text())
+        groups[key].append(
+            (metrics, _export_facts(path.parent), _train_seconds(path.parent, metrics))
+        )
     lines = [
         "| run (without seed) | mask | recipe: lr / wd / threshold / scale / unit penalty "
-        "| precision | epochs | seeds | accuracy % | remaining % | params after shrink "
-        "| compact bytes | paper (dense / signed / remaining) | wall / run | hardware, backend |",
+        "| precision | epochs | seeds | accuracy % | remaining % | params after shrink | compact "
+        "bytes | paper (dense / signed / remaining) | training time / run | hardware, backend |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, entries in groups.items():
-        runs = [metrics for metrics, _ in entries]
-        facts = [f for _, f in entries if f is not None]
+        runs = [metrics for metrics, _, _ in entries]
+        facts = [f for _, f, _ in entries if f is not None]
         first = runs[0]
         recipe = first["recipe"]
         acc = [100 * r["test_accuracy"] for r in runs]
@@ -204,7 +225,7 @@ def table(results: Path) -> str:
         paper_text = "-" if paper is None else f"{paper[0]} / {paper[1]} / {paper[2]}%"
         warmup = recipe.get("warmup_epochs", 0.0)
         warmup_text = f", warm-up {warmup:g} epoch{'s' if warmup != 1 else ''}" if warmup else ""
-        wall = statistics.mean(r["wall_time_s"] for r in runs)
+        wall = statistics.mean(seconds for _, _, seconds in entries)
         params = f"{statistics.mean(f[0] for f in facts):,.0f}" if facts else "-"
         compact = f"{statistics.mean(f[1] for f in facts):,.0f}" if facts else "-"
         lines.append(

@@ -45,6 +45,9 @@ class TrainResult:
         history: ``{metric: [value per epoch]}``, with ``epoch_time_s``.
         metrics: what ``metrics.json`` holds: ``test_accuracy`` of the float32 folded model,
             ``test_accuracy_training_precision``, ``remaining``, the recipe, timing, versions.
+            Timing: ``wall_time_s`` is this call's ``fit``; ``train_time_s`` sums every epoch's
+            ``epoch_time_s``, the epochs of earlier, resumed sessions included, and
+            ``images_per_s`` divides every epoch's images by it.
         run_dir: the run folder written (``None`` without ``out``).
     """
 
@@ -341,7 +344,9 @@ def train(
     test_loss, test_accuracy = deployed.evaluate(test_data, verbose=0)
     history = history_log.history
     epochs_run = len(history.get("loss", []))
-    train_size = min(info["train_size"], limit or info["train_size"])
+    train_time = sum(history.get("epoch_time_s", [])) or wall  # every session of a resumed run
+    # images per epoch: local files may hold fewer than the dataset's size (at most steps x batch)
+    train_size = min(info["train_size"], limit or info["train_size"], steps * recipe.batch_size)
     test_size = _count(test_data)  # what was evaluated (local files may be smaller)
     metrics: dict[str, Any] = {
         "model": model,
@@ -357,7 +362,8 @@ def train(
         "epochs": epochs_run,
         "seed": seed,
         "wall_time_s": round(wall, 2),
-        "images_per_s": round(epochs_run * train_size / wall, 1) if wall > 0 else None,
+        "train_time_s": round(train_time, 2),
+        "images_per_s": round(epochs_run * train_size / train_time, 1) if train_time > 0 else None,
         "resumed": bool(resume and history_log.resumed_epochs),
         "backend": keras.backend.backend(),
         "hardware": _hardware(),
