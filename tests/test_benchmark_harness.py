@@ -273,3 +273,38 @@ def test_bench_mask_step_times_every_probe(tmp_path: Path) -> None:
     bad = subprocess.run([*cmd[:2], "--rounds", "1"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=600)  # fmt: skip
     assert bad.returncode == 2 and "--rounds must be at least 2" in bad.stderr
+
+
+def test_onednn_profile_parses_the_verbose_lines() -> None:
+    """examples/onednn_profile.py counts only the primitives executed between its markers, per
+    step, keyed by primitive kind and implementation."""
+    profile = _load_script("examples/onednn_profile.py", "ssm_onednn_profile")
+    conv = "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core,fwd,a,b,{}"
+    lines = [
+        conv.format(99.0),  # warm-up: not counted
+        profile.START,
+        conv.format(3.0),
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,a,b,0.5",
+        "onednn_verbose,v1,primitive,create:cache_hit,cpu,reorder,jit:uni,undef,a,b,7.0",
+        conv.format(5.0),
+        "some other output",
+        f"{profile.END} 0.25",
+        conv.format(99.0),
+    ]
+    times, wall = profile.parse("\n".join(lines), steps=2)
+    assert times == {"convolution (brg_conv_fwd:avx512_core)": 4.0, "reorder (jit:uni)": 0.25}
+    assert wall == 250.0
+
+
+@pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="oneDNN is TensorFlow's"
+)
+def test_onednn_profile_runs_dense_and_masked() -> None:
+    cmd = [sys.executable, str(ROOT / "examples" / "onednn_profile.py"), "--model", "fcn"]
+    cmd += ["--masks", "none", "signed", "--precision", "float32", "--steps", "1", "--batch", "8"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| primitive (implementation) | none | signed |" in proc.stdout
+    (wall,) = [line for line in proc.stdout.splitlines() if line.startswith("| wall, per step |")]
+    assert all(float(cell) > 0 for cell in wall.strip("|").split("|")[1:])
