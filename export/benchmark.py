@@ -42,7 +42,9 @@ A convnet (CIFAR-10) is measured the same way against its dense run and Conv6's 
 
 ``--nice N`` runs the heavy part (TF-MOT training, exports, accuracy) in a child process at
 niceness N and times the models at this process's priority. Trained baselines in
-``--work-dir`` are reused when present (``--retrain`` retrains them).
+``--work-dir`` are reused when present (``--retrain`` retrains them); an interrupted one (the
+dense run or the TF-MOT run, which back up every epoch) continues when the same command runs
+again.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -112,9 +115,18 @@ def _ensure_trained(a: argparse.Namespace, work: Path) -> tuple[Path, Path | Non
     elif a.retrain or not (dense / "metrics.json").is_file():
         import keras_ssm
 
+        if a.retrain and (dense / "backup").exists():
+            shutil.rmtree(dense / "backup")  # --retrain starts over
+        # resumable: a conv baseline trains for hours; the same command continues it
         print(f"$ keras_ssm.train({model!r}, mask=None, epochs={a.dense_epochs}, out={dense})")
         keras_ssm.train(
-            model, mask=None, epochs=a.dense_epochs, out=dense, overwrite=a.retrain, verbose=2
+            model,
+            mask=None,
+            epochs=a.dense_epochs,
+            out=dense,
+            overwrite=a.retrain,
+            resume=True,
+            verbose=2,
         )
     if a.no_tfmot:
         return dense, None

@@ -24,6 +24,12 @@ keeps the setting that serves it best.  It strips the pruning wrappers and write
 Conv nets train in ``mixed_bfloat16`` where the CPU has AMX or AVX512-BF16 (``--precision
 auto``, as ``keras_ssm.train`` picks); what is evaluated and exported is a float32 copy.
 
+A conv baseline trains for hours, so training backs up to ``--out/backup`` after every epoch
+(tf_keras ``BackupAndRestore``: weights, pruning step, optimizer state and epoch counter): run
+the same command again after an interruption and it continues from the last finished epoch
+(``--force`` starts over); the backup is removed when training completes. ``metrics.json``
+says ``resumed`` and ``wall_time_s`` is then the last session's training time.
+
     python export/tfmot_baseline.py --signed-run runs/paper/fcn_signed_default_s7531 \\
         --out runs/bench/fcn_tfmot
 """
@@ -34,6 +40,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -134,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     if (out / "metrics.json").exists() and not args.force:
         print(f"tfmot_baseline: {out} already holds a run; pass --force", file=sys.stderr)
         return 2
+    backup = out / "backup"
+    if args.force and backup.exists():
+        shutil.rmtree(backup)  # --force starts over
+    resumed = backup.is_dir() and any(backup.iterdir())
 
     import keras  # Keras 3: the zoo's dense model, whose twin is trained here
 
@@ -205,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(frequency {f})",
         flush=True,
     )
+    if resumed:
+        print(f"tfmot_baseline: resuming from {backup}", flush=True)
     start = time.perf_counter()
     model.fit(
         x_train,
@@ -212,10 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=batch_size,
         epochs=epochs,
         shuffle=True,
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        # each pruning wrapper counts its steps in a weight, which the backup restores too
+        callbacks=[
+            tf_keras.callbacks.BackupAndRestore(str(backup)),
+            tfmot.sparsity.keras.UpdatePruningStep(),
+        ],
         verbose=2,
     )
     wall = time.perf_counter() - start
+    shutil.rmtree(backup, ignore_errors=True)  # tf_keras empties it at the end; drop the folder
     stripped = tfmot.sparsity.keras.strip_pruning(model)
     tf_keras.mixed_precision.set_global_policy("float32")
     final = base  # the float32 twin, holding the pruned weights
@@ -274,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_accuracy": float(acc),
         "epochs": epochs,
         "wall_time_s": round(wall, 1),
+        "resumed": resumed,
         "target_sparsity": sparsity,
         "reached_sparsity": reached,
         "remaining": nonzero / kernels_size,

@@ -308,3 +308,28 @@ def test_onednn_profile_runs_dense_and_masked() -> None:
     assert "| primitive (implementation) | none | signed |" in proc.stdout
     (wall,) = [line for line in proc.stdout.splitlines() if line.startswith("| wall, per step |")]
     assert all(float(cell) > 0 for cell in wall.strip("|").split("|")[1:])
+
+
+@pytest.mark.parametrize("retrain", [False, True])
+def test_dense_baseline_training_is_resumable(bench, tmp_path: Path, monkeypatch, retrain) -> None:
+    """The dense baseline the harness trains backs up every epoch and continues after an
+    interruption (resume=True); --retrain drops a leftover backup and starts over."""
+    import argparse
+
+    import keras_ssm
+
+    signed, work = tmp_path / "signed", tmp_path / "work"
+    signed.mkdir()
+    (signed / "metrics.json").write_text(json.dumps({"model": "conv4"}))
+    backup = work / "conv4_dense" / "backup"
+    backup.mkdir(parents=True)  # an interrupted dense run
+    calls = []
+    monkeypatch.setattr(keras_ssm, "train", lambda *args, **kwargs: calls.append((args, kwargs)))
+    a = argparse.Namespace(signed_run=signed, dense_run=None, retrain=retrain, no_tfmot=True,
+                           dense_epochs=50)  # fmt: skip
+    dense, tfmot = bench._ensure_trained(a, work)
+    assert dense == work / "conv4_dense" and tfmot is None
+    ((args, kwargs),) = calls
+    assert args == ("conv4",) and kwargs["resume"] is True and kwargs["epochs"] == 50
+    assert kwargs["out"] == dense and kwargs["overwrite"] is retrain
+    assert backup.exists() is not retrain

@@ -66,3 +66,43 @@ def test_tfmot_baseline_reaches_the_signed_runs_sparsity(model, tmp_path) -> Non
     # a second run refuses to overwrite without --force
     again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+@pytest.mark.slow
+def test_tfmot_baseline_resumes_after_a_kill(tmp_path) -> None:
+    """Killed mid-training, the same command continues from the last finished epoch (weights,
+    optimizer and pruning step restored), so the sparsity ramp still ends at the target."""
+    import signal
+
+    data = write_mnist(tmp_path / "data", n_train=6000, n_test=64)
+    epochs, remaining = 6, {"dense1": 0.1, "dense2": 0.2, "output": 0.5}
+    signed = tmp_path / "signed"
+    signed.mkdir()
+    metrics = {"model": "fcn", "dataset": "mnist", "epochs": epochs, "remaining": 0.1,
+               "layers": [{"name": k, "remaining": v} for k, v in remaining.items()]}  # fmt: skip
+    (signed / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "tfmot"
+    env = {**os.environ, "KERAS_SSM_DATA_DIR": str(data), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, str(ROOT / "export" / "tfmot_baseline.py"), "--signed-run",
+           str(signed), "--out", str(out), "--precision", "float32", "--frequency", "1",
+           "--prune-fraction", "0.9"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    seen = []
+    for line in proc.stdout:  # epochs 1 and 2 are backed up once epoch 3 starts
+        seen.append(line)
+        if line.startswith(f"Epoch 3/{epochs}"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
+    assert not (out / "metrics.json").exists() and (out / "backup").is_dir()
+
+    again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stdout and f"Epoch 1/{epochs}" not in again.stdout
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["resumed"] is True and got["epochs"] == epochs
+    assert not (out / "backup").exists()  # removed when training completes
+    for name, kept in remaining.items():  # the ramp went on from the restored pruning step
+        assert got["reached_sparsity"][name] == pytest.approx(1 - kept, abs=0.01)
