@@ -225,7 +225,7 @@ def table(results: Path) -> str:
         paper_text = "-" if paper is None else f"{paper[0]} / {paper[1]} / {paper[2]}%"
         warmup = recipe.get("warmup_epochs", 0.0)
         warmup_text = f", warm-up {warmup:g} epoch{'s' if warmup != 1 else ''}" if warmup else ""
-        wall = statistics.mean(seconds for _, _, seconds in entries)
+        train_seconds = statistics.mean(seconds for _, _, seconds in entries)
         params = f"{statistics.mean(f[0] for f in facts):,.0f}" if facts else "-"
         compact = f"{statistics.mean(f[1] for f in facts):,.0f}" if facts else "-"
         lines.append(
@@ -234,7 +234,7 @@ def table(results: Path) -> str:
             f"{recipe.get('unit_penalty', 0.0):g}{warmup_text} | "
             f"{first.get('precision', 'float32')} | {first['epochs']} | {len(runs)} | "
             f"{_mean_std(acc)} | {_mean_std(remaining) if remaining else '-'} | {params} | "
-            f"{compact} | {paper_text} | {_duration(wall)} | {first['hardware']}, "
+            f"{compact} | {paper_text} | {_duration(train_seconds)} | {first['hardware']}, "
             f"{first['backend']} |"
         )
     return "\n".join(lines)
