@@ -79,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.child is not None:
         child(a.model, a.child, a.precision, a.steps, a.batch)
         return 0
+    from keras_ssm import masks, models
+
+    if a.model not in models.MODELS:
+        parser.error(
+            f"--model {a.model!r} is not a keras_ssm.models name; choose from {models.MODELS}"
+        )
+    bad = [m for m in a.masks if m != "none" and m.lower() not in masks.ALLOWED]
+    if bad:
+        parser.error(f"--masks {bad} unknown; choose from 'none' and {masks.ALLOWED}")
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "KERAS_BACKEND": "tensorflow"}
     results = {}
     for mask in a.masks:

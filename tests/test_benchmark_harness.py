@@ -308,6 +308,11 @@ def test_onednn_profile_runs_dense_and_masked() -> None:
     assert "| primitive (implementation) | none | signed |" in proc.stdout
     (wall,) = [line for line in proc.stdout.splitlines() if line.startswith("| wall, per step |")]
     assert all(float(cell) > 0 for cell in wall.strip("|").split("|")[1:])
+    for flag, value, message in [("--model", "fcm", "--model 'fcm' is not"),
+                                 ("--masks", "sgned", "--masks ['sgned'] unknown")]:  # fmt: skip
+        bad = subprocess.run([*cmd[:2], flag, value], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr[-2000:]
 
 
 @pytest.mark.parametrize("retrain", [False, True])
