@@ -50,6 +50,7 @@ def test_train_writes_model_metrics_and_history(
         "epochs",
         "seed",
         "wall_time_s",
+        "train_time_s",
         "config",
         "versions",
         "backend",

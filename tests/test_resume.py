@@ -89,6 +89,7 @@ def test_killed_run_resumes_to_the_same_masks(tmp_path: Path) -> None:
         proc = _train(data, run)
         output = proc.communicate(timeout=300)[0].decode()
         assert proc.returncode == 0, output[-3000:]
+        assert ("over all sessions" in output) is (run == resumed), output[-3000:]
 
     metrics = json.loads((resumed / "metrics.json").read_text())
     assert metrics["resumed"] and metrics["epochs"] == EPOCHS

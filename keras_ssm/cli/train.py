@@ -54,8 +54,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         line += f", remaining {metrics['remaining']:.4%}"
     if args.limit:
         line += f" (first {metrics['test_images']} test images: --limit)"
+    took = f"{metrics['wall_time_s']:.0f} s"
+    if metrics.get("resumed"):  # the epochs of the interrupted sessions count too
+        took = f"{metrics['train_time_s']:.0f} s over all sessions ({took} in this one)"
     print(
-        f"{line}; {metrics['wall_time_s']:.0f} s ({metrics['precision']}); wrote "
+        f"{line}; {took} ({metrics['precision']}); wrote "
         f"{args.out}/model.keras, metrics.json, history.csv"
     )
     return metrics
