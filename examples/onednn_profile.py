@@ -29,10 +29,11 @@ def child(model_name: str, mask: str, precision: str, steps: int, batch: int) ->
     import numpy as np
 
     import keras_ssm
+    from keras_ssm.training import policy_scope
 
-    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     keras.utils.set_random_seed(0)
-    model = keras_ssm.models.get(model_name, mask=None if mask == "none" else mask)
+    with policy_scope(precision):
+        model = keras_ssm.models.get(model_name, mask=None if mask == "none" else mask)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch * steps, *model.input_shape[1:])).astype("float32")

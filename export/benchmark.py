@@ -114,9 +114,10 @@ def _ensure_trained(a: argparse.Namespace, work: Path) -> tuple[Path, Path | Non
             raise SystemExit(f"--dense-run {dense} trained {other!r}; the signed run is {model!r}")
     elif a.retrain or not (dense / "metrics.json").is_file():
         import keras_ssm
+        from keras_ssm.run_dir import RunDir
 
-        if a.retrain and (dense / "backup").exists():
-            shutil.rmtree(dense / "backup")  # --retrain starts over
+        if a.retrain and RunDir(dense).backup_path.exists():
+            shutil.rmtree(RunDir(dense).backup_path)  # --retrain starts over
         # resumable: a conv baseline trains for hours; the same command continues it
         print(f"$ keras_ssm.train({model!r}, mask=None, epochs={a.dense_epochs}, out={dense})")
         keras_ssm.train(

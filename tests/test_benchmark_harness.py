@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,9 +297,7 @@ def test_onednn_profile_parses_the_verbose_lines() -> None:
     assert wall == 250.0
 
 
-@pytest.mark.skipif(
-    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="oneDNN is TensorFlow's"
-)
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="oneDNN is TensorFlow's")
 def test_onednn_profile_runs_dense_and_masked() -> None:
     cmd = [sys.executable, str(ROOT / "examples" / "onednn_profile.py"), "--model", "fcn"]
     cmd += ["--masks", "none", "signed", "--precision", "float32", "--steps", "1", "--batch", "8"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -51,11 +50,6 @@ def _train(data: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def _history(run: Path) -> list[dict[str, str]]:
-    with (run / "history.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _scores(run: Path) -> list[np.ndarray]:
     import keras_ssm  # noqa: F401
 
@@ -94,7 +88,9 @@ def test_killed_run_resumes_to_the_same_masks(tmp_path: Path) -> None:
     metrics = json.loads((resumed / "metrics.json").read_text())
     assert metrics["resumed"] and metrics["epochs"] == EPOCHS
     # the training time covers the killed session's epochs too, not only the last session's
-    epoch_times = [float(row["epoch_time_s"]) for row in _history(resumed)]
+    from keras_ssm.run_dir import RunDir
+
+    epoch_times = RunDir(resumed).read_history()["epoch_time_s"]
     assert len(epoch_times) == EPOCHS and min(epoch_times) > 0
     assert metrics["train_time_s"] == pytest.approx(sum(epoch_times), abs=0.02)
     n_images = metrics["images_per_s"] * metrics["train_time_s"] / EPOCHS

@@ -19,8 +19,8 @@ from their backup, so the runner can be stopped and restarted.  Seeds are the pa
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -188,15 +188,11 @@ def _train_seconds(run_folder: Path, metrics: dict) -> float:
     without either (a resumed run's ``wall_time_s`` is its last session only)."""
     if "train_time_s" in metrics:
         return float(metrics["train_time_s"])
-    path = run_folder / "history.csv"
-    if path.is_file():
-        with path.open(newline="") as f:
-            times = [
-                float(row["epoch_time_s"]) for row in csv.DictReader(f) if row.get("epoch_time_s")
-            ]
-        if times:
-            return sum(times)
-    return float(metrics["wall_time_s"])
+    from keras_ssm.run_dir import RunDir
+
+    history = RunDir(run_folder).read_history()  # blank cells read as NaN
+    times = [t for t in history.get("epoch_time_s", []) if not math.isnan(t)]
+    return math.fsum(times) if times else float(metrics["wall_time_s"])
 
 
 def table(results: Path) -> str:
