@@ -337,3 +337,62 @@ def test_dense_baseline_training_is_resumable(bench, tmp_path: Path, monkeypatch
     assert args == ("conv4",) and kwargs["resume"] is True and kwargs["epochs"] == 50
     assert kwargs["out"] == dense and kwargs["overwrite"] is retrain
     assert backup.exists() is not retrain
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the ONNX export converts through tf2onnx"
+)
+def test_frontier_times_every_run_against_the_dense_model(tmp_path: Path) -> None:
+    """export/frontier.py exports each signed run and the random-weight dense model, counts each
+    ONNX file's accuracy against its compact model, times them all in the same rounds and groups
+    the seeds of a recipe."""
+    from fixtures import write_mnist
+
+    import keras_ssm
+
+    frontier = _load_script("export/frontier.py", "ssm_frontier")
+    data = write_mnist(tmp_path / "data")
+    results = tmp_path / "results"
+    runs = []
+    for seed, penalty in ((1, None), (2, None), (1, 0.01)):
+        tag = "default" if penalty is None else "up0.01"
+        out = results / f"fcn_signed_{tag}_s{seed}"
+        keras_ssm.train("fcn", "mnist", epochs=1, limit=256, seed=seed, unit_penalty=penalty,
+                        data_dir=data, out=out, verbose=0, record_masks=False)  # fmt: skip
+        runs.append(out)
+    (results / "fcn_signed_other_s3").mkdir()  # no model.ssm yet: not a committed signed run
+    assert frontier.signed_runs("fcn", results) == []  # training runs keep model.keras only
+    (results / "fcn_signed_other_s3" / "model.ssm").write_bytes(b"")
+    assert frontier.signed_runs("fcn", results) == [results / "fcn_signed_other_s3"]
+    assert frontier.signed_runs("conv4", results) == []
+    assert frontier.recipe_of(runs[2]) == "fcn_signed_up0.01"
+
+    md = tmp_path / "frontier.md"
+    argv = ["--model", "fcn", "--work-dir", str(tmp_path / "work"), "--results", str(md),
+            "--data-dir", str(data), "--rounds", "2", "--runs", "3", "--warmup", "1"]  # fmt: skip
+    for run in runs:
+        argv += ["--signed-run", str(run)]
+    assert frontier.main(argv) == 0
+
+    result = json.loads(md.with_suffix(".json").read_text())
+    assert set(result["latency_us"]) == {frontier.DENSE, *(run.name for run in runs)}
+    for cells in result["latency_us"].values():
+        assert set(cells) == set(frontier.SETTINGS)
+        assert all(v > 0 for per in cells.values() for v in per.values())
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    for run in runs:
+        row = result["runs"][run.name]
+        assert row["mismatches"] == 0 and row["units"] and len(row["units"]) == 2
+        assert 0 < row["compact_bytes"] < row["int8_onnx_bytes"] < row["fp32_onnx_bytes"]
+    assert result["runs"][runs[0].name]["remaining"] == metrics["remaining"]
+    assert result["test_images"] == 128
+    text = md.read_text()
+    assert "| fcn_signed_default | 2 |" in text and "| fcn_signed_up0.01 | 1 |" in text
+    assert " ± " in text and frontier.DENSE in text and "agree on every image" in text
+    assert (tmp_path / "work" / runs[2].name / "model_int8.onnx").is_file()
+
+    # a run of another architecture is named before anything is exported
+    with pytest.raises(SystemExit):
+        frontier.main(["--model", "conv2", "--signed-run", str(runs[0]), "--work-dir",
+                       str(tmp_path / "w2"), "--results", str(tmp_path / "x.md")])  # fmt: skip
+    assert not (tmp_path / "w2").exists() and not (tmp_path / "x.md").exists()
