@@ -40,7 +40,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_ssm.wrap import iter_layers
+from keras_ssm.layer_tree import iter_layers
 
 __all__ = [
     "AFFINE",

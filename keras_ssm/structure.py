@@ -21,6 +21,8 @@ UnitPenalty(strength=0.001)
 
 The zoo models take it as ``unit_penalty=`` (hidden layers only: the output layer's units are
 the classes), and so do the recipes, :func:`keras_ssm.train` and ``ssm train --unit-penalty``.
+:func:`keras_ssm.supermask` takes it for a model of yours, and gives it only to the layers
+whose units ``shrink`` can remove.
 """
 
 from __future__ import annotations

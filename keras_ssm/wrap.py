@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -49,6 +50,7 @@ from typing import Any
 import keras
 
 from keras_ssm import masks
+from keras_ssm.graph import chains
 from keras_ssm.layer_tree import (
     LOW_PRECISION_POLICIES,
     UnsupportedLayerError,
@@ -84,6 +86,7 @@ from keras_ssm.norms import (
     batchnorm_mode,
     norm_class,
 )
+from keras_ssm.structure import UnitPenalty
 from keras_ssm.wrapper import SupermaskWrapper
 
 __all__ = [
@@ -215,6 +218,7 @@ def supermask(
     train_batchnorm: bool | None = None,
     train_bias: bool = False,
     strict: bool = True,
+    unit_penalty: float = 0.0,
 ) -> keras.Model:
     """Clone ``model`` with every Dense/Conv layer (or those ``layers`` selects) masked.
 
@@ -250,10 +254,29 @@ def supermask(
             but cannot be masked (e.g. an LSTM); with ``False`` such layers stay dense, frozen,
             and one warning lists them.  Layers without kernels (pooling, activations, dropout,
             normalization, per-channel scales) always pass through.
+        unit_penalty: structure-aware masks: the strength of
+            :class:`keras_ssm.structure.UnitPenalty`, a group penalty on the scores of each
+            output unit (filter) that empties whole units, so that ``shrink`` (``ssm export
+            --shrink``) removes them and the exported model is narrower and faster.  0 (the
+            default) adds none; 0.003 is the FCN's tested point (``examples/paper/RESULTS.md``).
+            It goes only on the masked Dense / Conv layers whose units ``shrink`` can remove:
+            those whose output reaches exactly one other Dense / Conv layer through per-channel
+            layers (BatchNormalization, pooling, element-wise activations, depthwise
+            convolutions, ...).  A layer that feeds an ``Add`` or a ``Concatenate``, a model
+            output, several readers or one of your own layers keeps all its units: emptying
+            them there would cost accuracy and save nothing.  The penalty replaces the stock
+            layer's ``kernel_regularizer`` (which :func:`supermask` drops in every case).
+
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+    ...                           keras.layers.Dense(4, activation="softmax")])
+    >>> masked = supermask(model, unit_penalty=0.003)
+    >>> [type(layer.score_regularizer).__name__ for layer in masked.layers]  # not the output
+    ['UnitPenalty', 'NoneType']
 
     Every layer that is not masked keeps its weights; by default only the scores train.
     """
     check_graph_model(model, "supermask")
+    penalty = _unit_penalty(unit_penalty)
     batchnorm = batchnorm_mode(batchnorm, train_batchnorm)
     select, names = _selector(layers)
     plan = _Plan(model, select, batchnorm)
@@ -282,6 +305,10 @@ def supermask(
         "score_initializer": score_initializer,
         "train_bias": train_bias,
     }
+    # the layers whose units shrink can remove: the producers of channel chains
+    penalized = set()
+    if penalty is not None:
+        penalized = {id(c.producer) for c in chains(model, nested=True)}
     pairs: list[tuple[keras.layers.Layer, keras.layers.Layer, str]] = []
 
     def clone(layer: Any) -> Any:
@@ -290,7 +317,8 @@ def supermask(
         role = plan.roles[id(layer)]
         if role == MASK:
             cls = MASKED_LAYERS[type(layer)]
-            new = cls.from_stock_config(layer.get_config(), **masked_args)
+            extra = {"kernel_regularizer": penalty} if id(layer) in penalized else {}
+            new = cls.from_stock_config(layer.get_config(), **masked_args, **extra)
         elif id(layer) in plan.active:
             new = SupermaskWrapper(
                 recreate(layer),
@@ -322,6 +350,17 @@ def supermask(
             elif role in (FREEZE, PASS) and new.weights:
                 new.trainable = False  # the whole layer: nothing inside it has a role
     return new_model
+
+
+def _unit_penalty(strength: Any) -> UnitPenalty | None:
+    """``supermask``'s ``unit_penalty`` as a regularizer (``None`` for 0), or a clear error."""
+    ok = isinstance(strength, (int, float)) and not isinstance(strength, bool)
+    if not (ok and math.isfinite(strength) and strength >= 0):
+        raise ValueError(
+            f"`unit_penalty` must be a finite number >= 0 (0: no penalty); received "
+            f"unit_penalty={strength!r}."
+        )
+    return UnitPenalty(float(strength)) if strength else None
 
 
 # ----------------------------------------------------------------------------- copies out

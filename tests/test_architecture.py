@@ -130,9 +130,13 @@ def test_layers_depend_one_way() -> None:
     for name in core:
         assert edges[name] <= core | {"keras_ssm.atomic"}, (name, edges[name])
     assert edges["keras_ssm.layers_more"] <= core, edges["keras_ssm.layers_more"]
-    layers = core | {"keras_ssm.layers_more"}
-    # wrap's rooms, in their order: layer_tree -> norms -> wrapper -> wrap
-    rooms = ["keras_ssm.layer_tree", "keras_ssm.norms", "keras_ssm.wrapper", "keras_ssm.wrap"]
+    # the structure-aware penalty is a Keras regularizer on the scores: it imports none of ours
+    assert edges["keras_ssm.structure"] == set(), edges["keras_ssm.structure"]
+    layers = core | {"keras_ssm.layers_more", "keras_ssm.structure"}
+    # wrap's rooms, in their order: layer_tree -> graph (the channel chains supermask's unit
+    # penalty and shrink walk) -> norms -> wrapper -> wrap
+    rooms = ["keras_ssm.layer_tree", "keras_ssm.graph", "keras_ssm.norms", "keras_ssm.wrapper",
+             "keras_ssm.wrap"]  # fmt: skip
     for i, name in enumerate(rooms):
         assert edges[name] <= layers | set(rooms[:i]), (name, edges[name])
 

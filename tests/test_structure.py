@@ -118,7 +118,10 @@ def _dead_units(model: keras.Model) -> int:
     return int(np.sum(np.all(m == 0, axis=0)))
 
 
-def test_penalty_empties_whole_units_that_shrink_removes_exactly() -> None:
+@pytest.mark.parametrize("build", ["masked layers", "supermask"])
+def test_penalty_empties_whole_units_that_shrink_removes_exactly(build: str) -> None:
+    """The penalty given to the masked layers directly, or by supermask(unit_penalty=) to a
+    stock model's layers, empties whole units, and shrink removes exactly those."""
     shrink = importlib.import_module("keras_ssm.export.shrink").shrink
     rng = np.random.default_rng(0)
     x = rng.standard_normal((256, 20)).astype("float32")
@@ -126,14 +129,24 @@ def test_penalty_empties_whole_units_that_shrink_removes_exactly() -> None:
 
     def trained(strength: float) -> keras.Model:
         keras.utils.set_random_seed(3)
-        reg = UnitPenalty(strength) if strength else None
-        model = keras.Sequential(
-            [
-                keras.Input((20,)),
-                MaskedDense(32, activation="elu", use_bias=False, kernel_regularizer=reg),
-                MaskedDense(2, activation="softmax", use_bias=False),
-            ]
-        )
+        if build == "supermask":
+            stock = keras.Sequential(
+                [
+                    keras.Input((20,)),
+                    keras.layers.Dense(32, activation="elu", use_bias=False),
+                    keras.layers.Dense(2, activation="softmax", use_bias=False),
+                ]
+            )
+            model = keras_ssm.supermask(stock, unit_penalty=strength)
+        else:
+            reg = UnitPenalty(strength) if strength else None
+            model = keras.Sequential(
+                [
+                    keras.Input((20,)),
+                    MaskedDense(32, activation="elu", use_bias=False, kernel_regularizer=reg),
+                    MaskedDense(2, activation="softmax", use_bias=False),
+                ]
+            )
         model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
         model.fit(x, y, epochs=30, batch_size=64, verbose=0)
         return model
@@ -147,3 +160,87 @@ def test_penalty_empties_whole_units_that_shrink_removes_exactly() -> None:
     small, _ = shrink(folded)
     assert small.layers[0].kernel.shape[-1] == 32 - _dead_units(penalized)
     np.testing.assert_allclose(numpy(small(x)), numpy(folded(x)), rtol=1e-6, atol=1e-6)
+
+
+def _penalized(model: keras.Model) -> list[str]:
+    from keras_ssm.layer_tree import iter_layers
+
+    return [
+        layer.name
+        for layer in iter_layers(model)
+        if keras_ssm.layers.is_masked(layer)
+        and isinstance(getattr(layer, "score_regularizer", None), UnitPenalty)
+    ]
+
+
+def _branchy() -> keras.Model:
+    """Chains and non-chains: c1 -> bn -> pool -> c2 and d1 -> dropout -> out are chains; c2's
+    output is read twice (c3, c4), c3 and c4 feed an Add, c5 a Concatenate, out is the output."""
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(6, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.MaxPooling2D(name="pool")(x)
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="c2")(x)
+    x = L.Add(name="add")(
+        [L.Conv2D(4, 3, padding="same", name="c3")(x), L.Conv2D(4, 1, name="c4")(x)]
+    )
+    x = L.Concatenate(name="cat")([x, L.Conv2D(4, 1, name="c5")(x)])
+    x = L.Flatten(name="flat")(x)
+    x = L.Dense(8, activation="elu", name="d1")(x)
+    x = L.Dropout(0.1, name="drop")(x)
+    return keras.Model(inputs, L.Dense(3, activation="softmax", name="out")(x))
+
+
+def test_supermask_penalizes_exactly_the_units_shrink_can_remove(tmp_path: Path) -> None:
+    """supermask(unit_penalty=) puts UnitPenalty on the producers of channel chains only: not
+    on layers feeding an Add / Concatenate, read twice, or the output; it trains, its losses
+    are the penalties, and it round-trips through .keras."""
+    masked = keras_ssm.supermask(_branchy(), unit_penalty=0.01)
+    assert _penalized(masked) == ["c1", "d1"]
+    assert keras_ssm.supermask(_branchy(), unit_penalty=0)  # 0: no penalty anywhere
+    assert _penalized(keras_ssm.supermask(_branchy())) == []
+
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 3)).astype("float32")
+    masked(x)
+    by_name = {layer.name: layer for layer in masked.layers}
+    want = sum(_group_lasso(numpy(by_name[name].scores), 0.01) for name in ("c1", "d1"))
+    got = sum(float(numpy(loss)) for loss in masked.losses)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+    masked.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    history = masked.fit(x, np.array([0, 1, 2, 0]), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    path = tmp_path / "m.keras"
+    masked.save(path)
+    loaded = keras.saving.load_model(path)
+    assert _penalized(loaded) == ["c1", "d1"]
+    assert loaded.get_layer("c1").score_regularizer.strength == 0.01
+
+
+def test_supermask_penalty_on_a_mobilenet_spares_depthwise_and_residual_layers() -> None:
+    """On MobileNetV2 the penalty goes on the 1x1 expansions (their units reach the next 1x1
+    through BatchNorm, ReLU6 and the depthwise convolution), never on a projection that feeds
+    a residual Add (its units are tied to the skip path's), a depthwise layer or the
+    classifier."""
+    model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10)
+    masked = keras_ssm.supermask(model, unit_penalty=0.003)
+    names = _penalized(masked)
+    # every block's 1x1 expansion (blocks 1-16), the stem, the last 1x1 convolution (through
+    # global pooling to the classifier), and the two projections followed by no residual Add
+    # whose output has one reader (the first block's, the last block's); the other projections
+    # feed the next block's Add as well
+    expansions = [f"block_{i}_expand" for i in range(1, 17)]
+    assert [n for n in names if n.endswith("_expand")] == expansions
+    others = {"Conv1", "expanded_conv_project", "block_16_project", "Conv_1"}
+    assert set(names) - set(expansions) == others
+    adds = {inbound for layer in model.layers if isinstance(layer, keras.layers.Add)
+            for inbound in (t._keras_history[0].name for t in layer.input)}  # fmt: skip
+    assert adds and not set(names) & adds
+    assert all(isinstance(masked.get_layer(n), keras.layers.Conv2D) for n in names)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), True, "0.01"])
+def test_supermask_refuses_a_bad_penalty(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"`unit_penalty` must be a finite number >= 0"):
+        keras_ssm.supermask(_branchy(), unit_penalty=bad)
