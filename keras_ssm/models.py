@@ -157,6 +157,7 @@ class _Layers:
         name: str,
         strides: int = 1,
         activation: str | None = None,
+        hidden: bool = True,
     ) -> keras.layers.Layer:
         cls = keras.layers.Conv2D if self.mask is None else MaskedConv2D
         return cls(
@@ -167,7 +168,7 @@ class _Layers:
             activation=activation,
             use_bias=False,
             name=name,
-            **self._hidden_kwargs(),
+            **(self._hidden_kwargs() if hidden else self._kwargs()),
         )
 
 
@@ -323,9 +324,9 @@ def _projection_block(
     """
     y = make.conv(filters, 1, strides=strides, name=f"{name}_conv1")(x)
     y = _elu(f"{name}_elu1")(norm(f"{name}_bn1")(y))
-    y = make.conv(filters, 3, name=f"{name}_conv2")(y)
+    y = make.conv(filters, 3, name=f"{name}_conv2", hidden=False)(y)
     y = _elu(f"{name}_elu2")(norm(f"{name}_bn2")(y))
-    shortcut = make.conv(filters, 1, strides=strides, name=f"{name}_shortcut")(x)
+    shortcut = make.conv(filters, 1, strides=strides, name=f"{name}_shortcut", hidden=False)(x)
     shortcut = norm(f"{name}_shortcut_bn")(shortcut)
     return _elu(f"{name}_out")(keras.layers.Add(name=f"{name}_add")([y, shortcut]))
 
@@ -334,7 +335,7 @@ def _identity_block(x: Any, filters: int, make: _Layers, norm: _Norm, name: str)
     """3x3 conv, BN, ELU, 3x3 conv, BN; identity shortcut; ELU after the addition."""
     y = make.conv(filters, 3, name=f"{name}_conv1")(x)
     y = _elu(f"{name}_elu1")(norm(f"{name}_bn1")(y))
-    y = make.conv(filters, 3, name=f"{name}_conv2")(y)
+    y = make.conv(filters, 3, name=f"{name}_conv2", hidden=False)(y)
     y = norm(f"{name}_bn2")(y)
     return _elu(f"{name}_out")(keras.layers.Add(name=f"{name}_add")([y, x]))
 
@@ -352,13 +353,16 @@ def _resnet(
     threshold: float | None,
     weight_initializer: Any,
     score_initializer: Any,
+    unit_penalty: float = 0.0,
 ) -> keras.Model:
     if not isinstance(width, int) or isinstance(width, bool) or width < 1:
         raise ValueError(f"`width` must be a positive int; received width={width!r}.")
-    make = _Layers(mask, threshold, weight_initializer, score_initializer)
+    make = _Layers(mask, threshold, weight_initializer, score_initializer, unit_penalty)
     norm = _Norm(batchnorm, trainable_stem=trainable_stem_bn)
     inputs = keras.Input(input_shape, name="image")
-    x = make.conv(16 * width, 3, name="stem_conv")(inputs)
+    # the unit penalty goes on each block's first convolution only: the others feed an Add
+    # (their filters are tied to the shortcut's), which shrink cannot narrow
+    x = make.conv(16 * width, 3, name="stem_conv", hidden=False)(inputs)
     x = _elu("stem_elu")(norm("stem_bn", stem=True)(x))
     x = keras.layers.MaxPooling2D(3, strides=1, padding="same", name="stem_pool")(x)
     for stage, (filters, strides) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
@@ -367,7 +371,7 @@ def _resnet(
         for b in range(2, blocks + 1):
             x = _identity_block(x, filters, make, norm, f"stage{stage}_block{b}")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = make.dense(num_classes, "softmax", name="output")(x)
+    outputs = make.dense(num_classes, "softmax", name="output", hidden=False)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -382,6 +386,8 @@ _RESNET_DOC = """
     Args:
         mask, num_classes, input_shape, threshold, weight_initializer, score_initializer:
             as for :func:`fcn`.
+        unit_penalty: as for :func:`fcn`, on the first convolution of each block only (the
+            filters shrink can remove; every other convolution feeds a residual addition).
         batchnorm: ``"train"`` (default): every BatchNorm learns gamma/beta and uses batch
             statistics in training (and updates its moving statistics), also in a masked model.
             ``"stats"``: BatchNorm layers without gamma/beta that use batch statistics in
@@ -403,6 +409,7 @@ def resnet20(
     threshold: float | None = None,
     weight_initializer: Any = None,
     score_initializer: Any = "glorot_uniform",
+    unit_penalty: float = 0.0,
 ) -> keras.Model:
     name = "resnet20" if width == 1 else f"resnet20x{width}"
     return _resnet(
@@ -417,6 +424,7 @@ def resnet20(
         threshold=threshold,
         weight_initializer=weight_initializer,
         score_initializer=score_initializer,
+        unit_penalty=unit_penalty,
     )
 
 
@@ -441,6 +449,7 @@ def _deep_resnet(name: str, blocks: int, count: int) -> Callable[..., keras.Mode
         threshold: float | None = None,
         weight_initializer: Any = None,
         score_initializer: Any = "glorot_uniform",
+        unit_penalty: float = 0.0,
     ) -> keras.Model:
         return _resnet(
             name,
@@ -454,6 +463,7 @@ def _deep_resnet(name: str, blocks: int, count: int) -> Callable[..., keras.Mode
             threshold=threshold,
             weight_initializer=weight_initializer,
             score_initializer=score_initializer,
+            unit_penalty=unit_penalty,
         )
 
     build.__name__ = build.__qualname__ = name

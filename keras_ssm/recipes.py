@@ -69,7 +69,8 @@ class Recipe:
         batchnorm: the ResNets' ``batchnorm`` argument (``None`` for models without BN).
         augment: pad-4 random crop and horizontal flip (the paper's CIFAR-100 runs).
         unit_penalty: strength of the group penalty that empties whole hidden units/filters of
-            masked FCN/Conv runs (:mod:`keras_ssm.structure`); 0.0: none (the paper's method).
+            masked runs (:mod:`keras_ssm.structure`; in the ResNets, each block's first
+            convolution); 0.0: none (the paper's method).
         weight_scale: the ELUS constant's variance scale for masked runs (1.0: ``c =
             sqrt(3 / fan_in)``, the reference configs'; 2.0: ``sqrt(6 / fan_in)``).
         warmup_epochs: ramp the learning rate (and with it the decoupled weight decay) linearly
@@ -126,10 +127,6 @@ class Recipe:
                 f"`warmup_epochs` needs schedule 'exponential' or 'constant'; got "
                 f"warmup_epochs={self.warmup_epochs!r} with schedule 'plateau', whose "
                 "ReduceLROnPlateau callback needs a float learning rate."
-            )
-        if self.unit_penalty and self.model.startswith("resnet"):
-            raise ValueError(
-                f"`unit_penalty` applies to the FCN and Conv models; got model {self.model!r}."
             )
 
 

@@ -108,8 +108,19 @@ def test_recipes_forward_and_check_the_penalty() -> None:
     assert "unit_penalty" not in recipes.model_kwargs(recipes.get("fcn"), mask="signed")
     with pytest.raises(ValueError, match="`unit_penalty` must be >= 0"):
         dataclasses.replace(r, unit_penalty=-1.0)
-    with pytest.raises(ValueError, match="applies to the FCN and Conv models"):
-        dataclasses.replace(recipes.get("resnet20"), unit_penalty=0.01)
+    resnet = dataclasses.replace(recipes.get("resnet20"), unit_penalty=0.01)
+    assert recipes.model_kwargs(resnet, mask="signed")["unit_penalty"] == 0.01
+
+
+@pytest.mark.parametrize("name", ["fcn", "conv2", "conv6", "resnet20"])
+def test_zoo_penalizes_the_layers_supermask_would(name: str) -> None:
+    """The zoo's placement of the penalty is the one supermask derives from the graph: the
+    layers whose units shrink can remove (in a ResNet, each block's first convolution)."""
+    zoo = _penalized(models.get(name, mask="signed", unit_penalty=0.01))
+    wrapped = _penalized(keras_ssm.supermask(models.get(name, mask=None), unit_penalty=0.01))
+    assert zoo and zoo == wrapped
+    if name == "resnet20":
+        assert zoo == [f"stage{s}_block{b}_conv1" for s in (1, 2, 3) for b in (1, 2, 3)]
 
 
 def _dead_units(model: keras.Model) -> int:

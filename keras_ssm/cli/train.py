@@ -113,7 +113,8 @@ def register(subparsers: Any) -> None:
         "--unit-penalty",
         type=number(float, "unit penalty", 0, low_inclusive=True),
         help="group penalty on the hidden layers' scores that empties whole units/filters, so "
-        "that export --shrink removes them (FCN/Conv; default 0: none)",
+        "that export --shrink removes them (ResNets: each block's first convolution; default "
+        "0: none)",
     )
     train.add_argument(
         "--warmup-epochs",
