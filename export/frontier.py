@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, lat in latency.items()
         },
     }
+    result["recipes"] = rows(result)[1]  # what export/summary.py puts in the README
     write_json(md.with_suffix(".json"), result)
     atomic_write_text(md, markdown(result))
     print(markdown(result))

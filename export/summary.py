@@ -1,10 +1,12 @@
-"""The README's deployment table, generated from the benchmark's result files.
+"""The README's deployment and frontier tables, generated from the export result files.
 
-Each ``export/RESULTS*.json`` written by ``export/benchmark.py`` becomes one row: the signed
-run, its accuracy next to the dense (and TF-MOT) baseline's, how much smaller its compact,
-int8 and int2 files are ("-": measured before the int2 file existed), and how much faster its
-shrunk ONNX and sparse LiteRT files run than the dense ONNX file, under default session options
-and under one thread.  The numbers are the files'; nothing here is typed by hand.
+Each ``export/RESULTS*.json`` written by ``export/benchmark.py`` becomes one row of the
+deployment table: the signed run, its accuracy next to the dense (and TF-MOT) baseline's, how
+much smaller its compact, int8 and int2 files are ("-": measured before the int2 file existed),
+and how much faster its shrunk ONNX and sparse LiteRT files run than the dense ONNX file, under
+default session options and under one thread.  Each recipe of an ``export/FRONTIER_*.json``
+written by ``export/frontier.py`` becomes one row of the frontier table (mean ± sd over its
+seeds).  The numbers are the files'; nothing here is typed by hand.
 
     python export/summary.py --write README.md
 """
@@ -20,6 +22,22 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BEGIN, END = "<!-- deployment table: begin -->", "<!-- deployment table: end -->"
+FRONTIER_BEGIN = "<!-- frontier table: begin -->"
+FRONTIER_END = "<!-- frontier table: end -->"
+FRONTIER_COLUMNS = (
+    "model",
+    "recipe",
+    "seeds",
+    "accuracy %",
+    "remaining %",
+    "parameters exported",
+    "compact bytes",
+    "int8 ONNX bytes",
+    "ONNX b1 / b64, default",
+    "ONNX b1 / b64, 1 thread",
+    "CPU",
+    "results",
+)
 NAMES = {"fcn": "FCN", "conv2": "Conv2", "conv4": "Conv4", "conv6": "Conv6", "conv8": "Conv8"}
 COLUMNS = (
     "model",
@@ -64,7 +82,7 @@ def _shrunk(res: dict[str, Any]) -> str:
 def _cpu(res: dict[str, Any]) -> str:
     """The CPU the latencies were measured on, short (``Intel Xeon; amx_bf16 ...`` -> ``Intel
     Xeon (AMX)``), or ``-`` for a result file that does not say."""
-    cpu = res.get("settings", {}).get("cpu")
+    cpu = res.get("settings", {}).get("cpu") or res.get("cpu")  # benchmark / frontier file
     if not cpu:
         return "-"
     inside = cpu.split("(", 1)[-1].rsplit(")", 1)[0]  # "x86_64, Intel(R) Xeon(R) ...; amx_bf16"
@@ -110,15 +128,43 @@ def table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def default_paths() -> list[Path]:
-    """``export/RESULTS*.json``, by model (FCN first), then by file name."""
+def frontier_table(paths: list[Path]) -> str:
+    """The Markdown table of the frontier files' recipes (in the order given)."""
+    cols = FRONTIER_COLUMNS
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for path in paths:
+        res = json.loads(path.read_text(encoding="utf-8"))
+        md = path.with_suffix(".md")
+        link = md.relative_to(ROOT).as_posix() if md.is_relative_to(ROOT) else str(md)
+        for r in res["recipes"]:
+            d, one = r["speedup"]["default"], r["speedup"]["1 thread"]
+            cells = [
+                NAMES.get(res["model"], res["model"]),
+                f"`{r['recipe']}`",
+                str(r["seeds"]),
+                r["accuracy"],
+                r["remaining"],
+                r["params"],
+                r["compact"],
+                r["int8"],
+                f"{d['1']}x / {d['64']}x",
+                f"{one['1']}x / {one['64']}x",
+                _cpu(res),
+                f"[{link}]({link})",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def default_paths(pattern: str = "RESULTS*.json") -> list[Path]:
+    """``export/RESULTS*.json`` (or ``pattern``), by model (FCN first), then by file name."""
     order = list(NAMES)
 
     def key(path: Path) -> tuple[int, int, str]:
         model = json.loads(path.read_text(encoding="utf-8")).get("model", "fcn")
         return (order.index(model) if model in order else len(order), len(path.name), path.name)
 
-    return sorted(HERE.glob("RESULTS*.json"), key=key)
+    return sorted(HERE.glob(pattern), key=key)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,18 +175,31 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="benchmark result files (default: export/RESULTS*.json, FCN first)",
     )
-    p.add_argument("--write", type=Path, help="replace the table block of this Markdown file")
+    p.add_argument(
+        "--frontier",
+        nargs="*",
+        type=Path,
+        help="frontier result files (default: export/FRONTIER_*.json, FCN first)",
+    )
+    p.add_argument("--write", type=Path, help="replace the table blocks of this Markdown file")
     a = p.parse_args(argv)
     paths = a.results or default_paths()
     if not paths:
         raise SystemExit("no benchmark result files (export/RESULTS*.json) to summarize")
     text = table([q.resolve() for q in paths])
-    print(text)
+    frontier = a.frontier or default_paths("FRONTIER_*.json")
+    blocks = [(BEGIN, END, text)]
+    if frontier:
+        blocks.append(
+            (FRONTIER_BEGIN, FRONTIER_END, frontier_table([q.resolve() for q in frontier]))
+        )
+    print("\n\n".join(block[2] for block in blocks))
     if a.write is not None:
         from keras_ssm.atomic import replace_block
 
         try:
-            replace_block(a.write, BEGIN, END, text)
+            for begin, end, block in blocks:
+                replace_block(a.write, begin, end, block)
         except ValueError as e:
             raise SystemExit(str(e)) from None
     return 0

@@ -225,6 +225,11 @@ def test_readme_deployment_table_is_generated_from_the_results(summary) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split(summary.BEGIN, 1)[1].split(summary.END, 1)[0].strip()
     assert block == summary.table(summary.default_paths())
+    # and the frontier table, of the committed export/FRONTIER_*.json files
+    frontier = summary.default_paths("FRONTIER_*.json")
+    assert frontier, "no export/FRONTIER_*.json committed"
+    block = readme.split(summary.FRONTIER_BEGIN, 1)[1].split(summary.FRONTIER_END, 1)[0].strip()
+    assert block == summary.frontier_table(frontier)
 
 
 def test_graph_timing_variants_compute_the_same_function() -> None:
@@ -390,6 +395,15 @@ def test_frontier_times_every_run_against_the_dense_model(tmp_path: Path) -> Non
     assert "| fcn_signed_default | 2 |" in text and "| fcn_signed_up0.01 | 1 |" in text
     assert " ± " in text and frontier.DENSE in text and "agree on every image" in text
     assert (tmp_path / "work" / runs[2].name / "model_int8.onnx").is_file()
+    # the README's frontier table reads the per-recipe rows the JSON keeps
+    summary = _load_script("export/summary.py", "ssm_summary_frontier")
+    table = summary.frontier_table([md.with_suffix(".json")])
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert all(len(row) == len(summary.FRONTIER_COLUMNS) for row in cells)
+    assert [row[:3] for row in cells] == [["FCN", "`fcn_signed_default`", "2"],
+                                          ["FCN", "`fcn_signed_up0.01`", "1"]]  # fmt: skip
+    assert " ± " in cells[0][3] and " ± " not in cells[1][3]  # mean ± sd over the 2 seeds
+    assert all(re.fullmatch(r"[\d.]+( ± [\d.]+)?x / [\d.]+( ± [\d.]+)?x", row[8]) for row in cells)
 
     # a run of another architecture is named before anything is exported
     with pytest.raises(SystemExit):
