@@ -162,7 +162,9 @@ def test_penalty_empties_whole_units_that_shrink_removes_exactly(build: str) -> 
         model.fit(x, y, epochs=30, batch_size=64, verbose=0)
         return model
 
-    plain, penalized = trained(0.0), trained(0.3)
+    # 0.1 empties 20-24 of the 32 units on both backends; 0.3 can empty all of them (supermask
+    # on JAX), and shrink then keeps one unit so the layer stays valid
+    plain, penalized = trained(0.0), trained(0.1)
     assert _dead_units(penalized) >= _dead_units(plain) + 8, (
         _dead_units(plain),
         _dead_units(penalized),
