@@ -267,13 +267,13 @@ def supermask(
             them there would cost accuracy and save nothing.  The penalty replaces the stock
             layer's ``kernel_regularizer`` (which :func:`supermask` drops in every case).
 
+    Every layer that is not masked keeps its weights; by default only the scores train.
+
     >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
     ...                           keras.layers.Dense(4, activation="softmax")])
     >>> masked = supermask(model, unit_penalty=0.003)
     >>> [type(layer.score_regularizer).__name__ for layer in masked.layers]  # not the output
     ['UnitPenalty', 'NoneType']
-
-    Every layer that is not masked keeps its weights; by default only the scores train.
     """
     check_graph_model(model, "supermask")
     penalty = _unit_penalty(unit_penalty)
@@ -306,7 +306,7 @@ def supermask(
         "train_bias": train_bias,
     }
     # the layers whose units shrink can remove: the producers of channel chains
-    penalized = set()
+    penalized: set[int] = set()
     if penalty is not None:
         penalized = {id(c.producer) for c in chains(model, nested=True)}
     pairs: list[tuple[keras.layers.Layer, keras.layers.Layer, str]] = []
