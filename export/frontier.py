@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         trained = json.loads((run / "metrics.json").read_text()).get("model")
         if trained != a.model:
             p.error(f"--signed-run {run} trained {trained!r}, not --model {a.model!r}")
+    names = [run.name for run in runs]
+    if len(set(names)) < len(names):  # folders are keyed (and exported) by their name
+        p.error(f"two --signed-run folders share a name: {sorted(names)}")
     work = a.work_dir or ROOT / "runs" / "frontier" / a.model
     md = a.results or HERE / f"FRONTIER_{a.model}.md"
     start = time.perf_counter()
