@@ -73,7 +73,7 @@ def dense_reference(model: str) -> Any:
 
 
 def export_all(
-    model: str, dense: Any, runs: list[Path], work: Path, progress: Any = print
+    dense: Any, runs: dict[Path, dict[str, Any]], work: Path, progress: Any = print
 ) -> dict[str, dict[str, Any]]:
     """Export the dense reference and every run; ``{label: entry}`` with the paths and what
     the export manifest says."""
@@ -82,8 +82,7 @@ def export_all(
     entries: dict[str, dict[str, Any]] = {}
     manifest = export_model(dense, work / "dense", "onnx", overwrite=True, progress=progress)
     entries[DENSE] = {"dir": work / "dense", "manifest": manifest, "run": None}
-    for run in runs:
-        metrics = json.loads((run / "metrics.json").read_text())
+    for run, metrics in runs.items():  # each run folder with its metrics.json
         out = work / run.name
         manifest = export_run(
             run, "onnx,compact", out_dir=out, shrink=True, int8=True, overwrite=True,
@@ -292,10 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = a.signed_run or signed_runs(a.model)
     if not runs:
         p.error(f"no signed results folder with a model.ssm for {a.model!r} in {RESULTS}")
+    metrics = {}
     for run in runs:
         if not (run / "metrics.json").is_file():
             p.error(f"--signed-run {run}: no metrics.json there")
-        trained = json.loads((run / "metrics.json").read_text()).get("model")
+        metrics[run] = json.loads((run / "metrics.json").read_text())
+        trained = metrics[run].get("model")
         if trained != a.model:
             p.error(f"--signed-run {run} trained {trained!r}, not --model {a.model!r}")
     names = [run.name for run in runs]
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     work = a.work_dir or ROOT / "runs" / "frontier" / a.model
     md = a.results or HERE / f"FRONTIER_{a.model}.md"
     start = time.perf_counter()
-    entries = export_all(a.model, dense, runs, work)
+    entries = export_all(dense, metrics, work)
     dataset = entries[runs[0].name]["metrics"]["dataset"]
     x, y = load_test_set(dataset, a.data_dir, a.limit)
     acc = measure_accuracy(entries, x, y)

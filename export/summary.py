@@ -117,14 +117,18 @@ def row(res: dict[str, Any], results_md: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _page(result_json: Path) -> str:
+    """The results page beside a result file, as the README links it."""
+    md = result_json.with_suffix(".md")
+    return md.relative_to(ROOT).as_posix() if md.is_relative_to(ROOT) else str(md)
+
+
 def table(paths: list[Path]) -> str:
     """The Markdown table for the given result files (one row each, in the order given)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for path in paths:
         res = json.loads(path.read_text(encoding="utf-8"))
-        md = path.with_suffix(".md")
-        link = md.relative_to(ROOT).as_posix() if md.is_relative_to(ROOT) else str(md)
-        lines.append(row(res, link))
+        lines.append(row(res, _page(path)))
     return "\n".join(lines)
 
 
@@ -134,8 +138,7 @@ def frontier_table(paths: list[Path]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for path in paths:
         res = json.loads(path.read_text(encoding="utf-8"))
-        md = path.with_suffix(".md")
-        link = md.relative_to(ROOT).as_posix() if md.is_relative_to(ROOT) else str(md)
+        link = _page(path)
         for r in res["recipes"]:
             d, one = r["speedup"]["default"], r["speedup"]["1 thread"]
             cells = [
