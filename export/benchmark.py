@@ -74,6 +74,7 @@ SIGNED_UNALIGNED = "signed fold+shrink ONNX fp32, unpadded (`--channel-multiple 
 SIGNED_LITERT = "signed fold+shrink LiteRT (sparse)"
 SIGNED_COMPACT = "signed compact .ssm"
 DENSE_ONNX = "dense ONNX fp32"
+STRUCTURED = "structure-aware signed"  # --structured-run's artifacts: "<this> fold+shrink ..."
 
 # Issue 12's FCN targets, against the dense fp32 ONNX, default session options.
 TARGET_B64, TARGET_B1 = 4.0, 3.0  # x faster (onnxruntime)
@@ -105,6 +106,13 @@ def _export(run: Path, out_dir: Path, formats: str, **options: Any) -> dict[str,
 def _ensure_trained(a: argparse.Namespace, work: Path) -> tuple[Path, Path | None]:
     model = str(json.loads((a.signed_run / "metrics.json").read_text()).get("model", "fcn"))
     dense, tfmot = work / f"{model}_dense", work / f"{model}_tfmot"
+    if a.structured_run is not None:
+        other = json.loads((a.structured_run / "metrics.json").read_text()).get("model", "fcn")
+        if other != model:
+            raise SystemExit(
+                f"--structured-run {a.structured_run} trained {other!r}; the signed run is "
+                f"{model!r}"
+            )
     if a.dense_run is not None:
         dense = a.dense_run
         if not (dense / "metrics.json").is_file() or not (dense / "model.keras").is_file():
@@ -142,6 +150,8 @@ def _ensure_trained(a: argparse.Namespace, work: Path) -> tuple[Path, Path | Non
         ]
         if a.tfmot_epochs:
             cmd += ["--epochs", str(a.tfmot_epochs)]
+        if a.tfmot_from_dense:
+            cmd += ["--from-dense", str(dense)]
         if a.retrain:
             cmd.append("--force")
         _run(cmd, work / f"{model}_tfmot.log")
@@ -304,6 +314,27 @@ def _crop_note(crop: dict[str, Any]) -> str:
     )
 
 
+def _shrink_note(run: Path, manifest: dict[str, Any]) -> str:
+    """What shrinking and cropping did to ``run``'s export, for the artifact's note. A committed
+    results folder's ``model.ssm`` is already shrunk: its ``export.json`` says what shrank (the
+    manifest gains ``shrink_report`` / ``shrink_report_source`` from it)."""
+    crop = manifest.get("crop") or {}
+    shrink_report = manifest.get("shrink_report") or {}
+    earlier = run / "export.json"
+    if not shrink_report.get("layers") and earlier.is_file():
+        manifest["shrink_report"] = json.loads(earlier.read_text()).get("shrink_report")
+        manifest["shrink_report_source"] = str(earlier)
+        shrink_report = manifest["shrink_report"] or {}
+    crop_note = (
+        f"crop {_box(crop['box'])}: {crop['features_after']}/{crop['features_before']} inputs "
+        f"({crop['features_read']} read)"
+        if crop.get("box")
+        else "no crop"
+    )
+    units = "-".join(str(e["units_after"]) for e in shrink_report.get("layers", []))
+    return f"shrunk to {units} units; {crop_note}" if units else crop_note
+
+
 def _onnx_ops(path: Path) -> list[str]:
     import onnx
 
@@ -329,7 +360,11 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
     tfmot_metrics = (
         json.loads((tfmot_run / "metrics.json").read_text()) if tfmot_run is not None else {}
     )
-    exp = {k: work / f"{k}_export" for k in ("dense", "signed", "signed_int2")}
+    structured_run = a.structured_run
+    structured_metrics = (
+        json.loads((structured_run / "metrics.json").read_text()) if structured_run else {}
+    )
+    exp = {k: work / f"{k}_export" for k in ("dense", "signed", "signed_int2", "structured")}
     print("== exporting", flush=True)
     _export(dense_run, exp["dense"], "onnx,litert")
     manifest = _export(a.signed_run, exp["signed"], "onnx,litert,compact", shrink=True, int8=True)
@@ -347,21 +382,36 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
                 "shrunk filter counts as they are",
             )
         )
-    crop = manifest.get("crop") or {}
-    shrink_report = manifest.get("shrink_report") or {}
-    earlier = a.signed_run / "export.json"  # a committed results folder: its model.ssm is the
-    if not shrink_report.get("layers") and earlier.is_file():  # shrunk model; say what shrank
-        manifest["shrink_report"] = json.loads(earlier.read_text()).get("shrink_report")
-        manifest["shrink_report_source"] = str(earlier)
-        shrink_report = manifest["shrink_report"] or {}
-    crop_note = (
-        f"crop {_box(crop['box'])}: {crop['features_after']}/{crop['features_before']} inputs "
-        f"({crop['features_read']} read)"
-        if crop.get("box")
-        else "no crop"
-    )
-    units = "-".join(str(e["units_after"]) for e in shrink_report.get("layers", []))
-    shrink_note = f"shrunk to {units} units; {crop_note}" if units else crop_note
+    shrink_note = _shrink_note(a.signed_run, manifest)
+    structured_arts = []
+    if structured_run is not None:
+        s_manifest = _export(
+            structured_run, exp["structured"], "onnx,litert,compact", shrink=True, int8=True
+        )
+        structured_arts = [
+            Artifact(
+                "structured",
+                f"{STRUCTURED} fold+shrink ONNX fp32",
+                exp["structured"] / "model.onnx",
+                "onnxruntime",
+                _shrink_note(structured_run, s_manifest),
+            ),
+            Artifact(
+                "structured",
+                f"{STRUCTURED} fold+shrink ONNX int8 (exact)",
+                exp["structured"] / "model_int8.onnx",
+                "onnxruntime",
+            ),
+            Artifact(
+                "structured",
+                f"{STRUCTURED} fold+shrink LiteRT (sparse)",
+                exp["structured"] / "model.tflite",
+                "litert",
+            ),
+            Artifact(
+                "structured", f"{STRUCTURED} compact .ssm", exp["structured"] / "model.ssm", "keras"
+            ),
+        ]
     arts = [
         Artifact("dense", DENSE_ONNX, exp["dense"] / "model.onnx", "onnxruntime"),
         Artifact("dense", "dense LiteRT", exp["dense"] / "model.tflite", "litert"),
@@ -389,6 +439,7 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
         ),
         Artifact("signed", SIGNED_LITERT, exp["signed"] / "model.tflite", "litert"),
         Artifact("signed", SIGNED_COMPACT, exp["signed"] / "model.ssm", "keras"),
+        *structured_arts,
     ]
 
     print("== accuracy on the exported artifacts", flush=True)
@@ -401,6 +452,11 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
         "signed": int(np.sum(np.argmax(keras_scores(signed_model, x), -1) == y)),
         "dense": int(np.sum(np.argmax(keras_scores(dense_model, x), -1) == y)),
     }
+    if structured_run is not None:
+        structured_model = keras_ssm.wrap.to_float32(open_source(structured_run)[1])
+        keras_correct["structured"] = int(
+            np.sum(np.argmax(keras_scores(structured_model, x), -1) == y)
+        )
     if tfmot_run is not None:  # tf_keras reports a float32 accuracy: back to a count of images
         keras_correct["tfmot"] = int(round(float(tfmot_metrics["test_accuracy"]) * n))
     signed_scores: dict[tuple[str, str], np.ndarray] = {}
@@ -448,6 +504,11 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
         "dense_epochs": dense_metrics.get("epochs"),
         "signed_epochs": signed_metrics.get("epochs"),
         "tfmot_epochs": tfmot_metrics.get("epochs"),
+        "tfmot_from_dense": tfmot_metrics.get("from_dense"),
+        "structured_run": None if structured_run is None else str(structured_run),
+        "structured_epochs": structured_metrics.get("epochs"),
+        "structured_remaining": structured_metrics.get("remaining"),
+        "structured_unit_penalty": (structured_metrics.get("recipe") or {}).get("unit_penalty"),
         "signed_export": {
             k: manifest.get(k)
             for k in (
@@ -483,9 +544,25 @@ def _parser() -> argparse.ArgumentParser:
         help="finished dense run folder of the same model to use as the baseline (default: "
         "train one in --work-dir/<model>_dense with --dense-epochs)",
     )
+    p.add_argument(
+        "--structured-run",
+        type=Path,
+        help="a second signed run of the same model, e.g. structure-aware (`--unit-penalty`), "
+        "exported and timed the same way beside the first (its rows: 'structure-aware signed')",
+    )
     p.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "bench")
     p.add_argument("--dense-epochs", type=int, default=50)
-    p.add_argument("--tfmot-epochs", type=int, help="default: the signed run's epochs")
+    p.add_argument(
+        "--tfmot-epochs",
+        type=int,
+        help="default: the signed run's epochs (20 with --tfmot-from-dense)",
+    )
+    p.add_argument(
+        "--tfmot-from-dense",
+        action="store_true",
+        help="TF-MOT prunes the trained dense baseline while fine-tuning it (TF-MOT's guide; "
+        "a fifth of the from-scratch cost on a convnet) instead of training from scratch",
+    )
     p.add_argument(
         "--retrain", action="store_true", help="retrain the TF-MOT run (and the dense one)"
     )
@@ -694,6 +771,19 @@ def _targets(res: dict[str, Any], arts: list[Artifact]) -> list[dict[str, Any]]:
                 "met": low.result["accuracy"] >= TARGET_ACCURACY,
             }
         )
+    structured = [art for art in arts if art.group == "structured"]
+    if structured and not fcn:  # Conv6's target: faster at the unstructured run's accuracy
+        fp32 = structured[0]
+        got = fp32.result["latency"]["default"]["batch64"]["speedup_vs_dense_onnx"]
+        drop = (res["keras_correct"]["signed"] - res["keras_correct"]["structured"]) / n
+        checks.append(
+            {
+                "what": f"batch 64 >= {TARGET_CONV_B64:g}x faster ({fp32.label}, default "
+                "session) at accuracy within 1 point of the unstructured signed run",
+                "got": f"{got:.2f}x; {-drop:+.2%} accuracy",
+                "met": got >= TARGET_CONV_B64 and drop <= 0.01,
+            }
+        )
     differ = [art.label for art in arts if not art.result["equals_keras"]]
     checks.append(
         {
@@ -754,14 +844,34 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
     names = {"fcn": "FCN", "mnist": "MNIST", "cifar10": "CIFAR-10"}
     tfmot = res.get("tfmot_run") is not None
     baselines = "dense vs TF-MOT pruning vs signed supermask" if tfmot else "dense vs signed"
+    start = res.get("tfmot_from_dense")
+    how = (
+        f"pruned while fine-tuning the trained dense run `{start['run']}` for "
+        f"{res['tfmot_epochs']} epochs (`--tfmot-from-dense`)"
+        if start
+        else f"trained from scratch for {res.get('tfmot_epochs')} epochs"
+    )
     tfmot_line = (
-        f"; TF-MOT: `{res['tfmot_run']}` ({res['tfmot_epochs']} epochs, remaining "
-        f"{res['tfmot_remaining']:.4%}, same per-layer sparsity as the signed run, trained by "
+        f"; TF-MOT: `{res['tfmot_run']}` ({how}, remaining "
+        f"{res['tfmot_remaining']:.4%}, same per-layer sparsity as the signed run, by "
         "`export/tfmot_baseline.py` in its own process)"
         if tfmot
         else "; no TF-MOT baseline (`--no-tfmot`)"
     )
     tfmot_acc = f", TF-MOT (tf_keras) {acc['tfmot']:.4f}" if tfmot else ""
+    if res.get("structured_run"):
+        tfmot_acc += f", structure-aware signed {acc['structured']:.4f}"
+    structured_line = (
+        [
+            f"- structure-aware signed run: `{res['structured_run']}` "
+            f"({res['structured_epochs']} epochs, unit penalty "
+            f"{res.get('structured_unit_penalty')}, remaining "
+            f"{res['structured_remaining']:.4%}), exported the same way; its rows are "
+            "'structure-aware signed ...'"
+        ]
+        if res.get("structured_run")
+        else []
+    )
     lines = [
         f"# Export benchmark: {names.get(model, model.capitalize())} on "
         f"{names.get(dataset, dataset)} ({baselines})",
@@ -777,6 +887,7 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
         f"--shrink --int8` does (fold, shrink, {_crop_note(crop)}"
         f"{_alignment_note(res)}); dense: "
         f"`{res['dense_run']}` ({res['dense_epochs']} epochs){tfmot_line}",
+        *structured_line,
         f"- Keras accuracy ({res['test_images']:,} test images; float32 models): signed "
         f"{acc['signed']:.4f}, dense {acc['dense']:.4f}{tfmot_acc}; "
         "the accuracy column is measured on each file (onnxruntime / LiteRT default session; "

@@ -96,6 +96,28 @@ def test_targets_met_and_missed(bench) -> None:
     assert not [t for t in bench._targets(res, arts) if "int2 ONNX outputs" in t["what"]]
 
 
+@pytest.mark.parametrize(("correct", "b64", "met"), [(9750, 2.5, True), (9650, 2.5, False),
+                                                      (9750, 1.5, False)])  # fmt: skip
+def test_structure_aware_rows_target_the_unstructured_accuracy(bench, correct, b64, met) -> None:
+    """A convnet page with --structured-run checks Conv6's target on those rows: batch 64 >= 2x
+    at accuracy within 1 point of the unstructured signed run (9,800 correct here)."""
+    res, arts = _results(bench, b64=3.0, b1=2.0)
+    res["model"] = "conv4"
+    art = bench.Artifact("structured", f"{bench.STRUCTURED} fold+shrink ONNX fp32", Path("s"),
+                         "onnxruntime")  # fmt: skip
+    art.result = {**arts[1].result, "correct": {"default": correct}, "accuracy": correct / 1e4}
+    art.result["latency"] = {
+        s: {b: {**v, "speedup_vs_dense_onnx": b64 if b == "batch64" else 9.0}
+            for b, v in arts[1].result["latency"][s].items()} for s in bench.SETTINGS
+    }  # fmt: skip
+    res["keras_correct"]["structured"] = correct
+    got = [t for t in bench._targets(res, [*arts, art]) if "within 1 point" in t["what"]]
+    assert len(got) == 1 and got[0]["met"] is met, got
+    assert got[0]["got"] == f"{b64:.2f}x; {(correct - 9800) / 1e4:+.2%} accuracy"
+    # without the structured rows there is no such target
+    assert not [t for t in bench._targets(res, arts) if "within 1 point" in t["what"]]
+
+
 def test_markdown_has_both_settings_and_the_profile(bench) -> None:
     res, arts = _results(bench, b64=3.0, b1=2.0)
     res.update(
@@ -143,6 +165,17 @@ def test_markdown_has_both_settings_and_the_profile(bench) -> None:
     assert "convolutions: conv1 57 -> 64" in text
     assert f"- {bench.SIGNED_FP32}: dense_1 (MatMul) 40.0 (50%), elu (Elu) 8.0 (10%)" in text
     assert f"- {bench.DENSE_ONNX}: dense_1 (MatMul) 120.0\n" in text  # no whole run: no share
+    assert "TF-MOT: `t` (trained from scratch for 100 epochs, remaining 3.0000%" in text
+    # a TF-MOT run that pruned the trained dense run while fine-tuning says so
+    res.update(tfmot_epochs=20, tfmot_from_dense={"run": "d", "epochs": 50})
+    text = bench._markdown(res, arts)
+    assert "TF-MOT: `t` (pruned while fine-tuning the trained dense run `d` for 20 epochs" in text
+    res.update(structured_run="u", structured_epochs=100, structured_remaining=0.009,
+               structured_unit_penalty=0.003)  # fmt: skip
+    res["keras_accuracy"]["structured"] = 0.97
+    text = bench._markdown(res, arts)
+    assert "- structure-aware signed run: `u` (100 epochs, unit penalty 0.003, remaining " in text
+    assert ", structure-aware signed 0.9700;" in text
 
 
 def test_profile_per_operator_and_heaviest_nodes(bench, tmp_path) -> None:
@@ -334,8 +367,8 @@ def test_dense_baseline_training_is_resumable(bench, tmp_path: Path, monkeypatch
     backup.mkdir(parents=True)  # an interrupted dense run
     calls = []
     monkeypatch.setattr(keras_ssm, "train", lambda *args, **kwargs: calls.append((args, kwargs)))
-    a = argparse.Namespace(signed_run=signed, dense_run=None, retrain=retrain, no_tfmot=True,
-                           dense_epochs=50)  # fmt: skip
+    a = argparse.Namespace(signed_run=signed, dense_run=None, structured_run=None,
+                           retrain=retrain, no_tfmot=True, dense_epochs=50)  # fmt: skip
     dense, tfmot = bench._ensure_trained(a, work)
     assert dense == work / "conv4_dense" and tfmot is None
     ((args, kwargs),) = calls

@@ -68,6 +68,60 @@ def test_tfmot_baseline_reaches_the_signed_runs_sparsity(model, tmp_path) -> Non
     assert again.returncode == 2 and "--force" in again.stderr
 
 
+def _signed_metrics(folder: Path, model: str, remaining: dict[str, float]) -> Path:
+    folder.mkdir()
+    metrics = {"model": model, "dataset": "mnist", "epochs": 1, "remaining": 0.1,
+               "layers": [{"name": k, "remaining": v} for k, v in remaining.items()]}  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_tfmot_baseline_from_dense_prunes_the_trained_weights(tmp_path) -> None:
+    """--from-dense starts from the dense run's weights: at learning rate 0 and no weight decay,
+    what survives is exactly the dense kernels' largest magnitudes, at the target sparsity."""
+    import keras_ssm
+
+    data = write_mnist(tmp_path / "data", n_train=256, n_test=64)
+    remaining = {"dense1": 0.2, "dense2": 0.1, "output": 0.5}
+    signed = _signed_metrics(tmp_path / "signed", "fcn", remaining)
+    dense_run = tmp_path / "dense"
+    dense_run.mkdir()
+    keras.utils.set_random_seed(3)
+    dense = keras_ssm.models.get("fcn", mask=None)
+    dense.save(dense_run / "model.keras")
+    (dense_run / "metrics.json").write_text(
+        json.dumps({"model": "fcn", "mask": "none", "epochs": 50, "test_accuracy": 0.5})
+    )
+    out = tmp_path / "tfmot"
+    env = {**os.environ, "KERAS_SSM_DATA_DIR": str(data), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, str(ROOT / "export" / "tfmot_baseline.py"), "--signed-run",
+           str(signed), "--out", str(out), "--from-dense", str(dense_run), "--epochs", "2",
+           "--lr", "0", "--weight-decay", "0", "--frequency", "1",
+           "--precision", "float32"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["from_dense"] == {"run": str(dense_run), "epochs": 50, "test_accuracy": 0.5}
+    assert got["epochs"] == 2
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(out / "model.onnx")).graph
+    stored = [numpy_helper.to_array(t) for t in graph.initializer]
+    for name, kept in remaining.items():
+        kernel = np.asarray(dense.get_layer(name).kernel)
+        (pruned,) = [w for w in stored if w.shape == kernel.shape]
+        nonzero = pruned != 0
+        assert nonzero.mean() == pytest.approx(kept, abs=0.01)
+        np.testing.assert_array_equal(pruned[nonzero], kernel[nonzero])  # the trained weights
+        assert np.abs(kernel[nonzero]).min() >= np.abs(kernel[~nonzero]).max()  # by magnitude
+
+    # not a dense run of this model: refused before anything is trained
+    bad_cmd = [*cmd[:5], str(tmp_path / "other"), "--from-dense", str(signed)]
+    bad = subprocess.run(bad_cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--from-dense" in bad.stderr and "no model.keras" in bad.stderr
+
+
 @pytest.mark.slow
 def test_tfmot_baseline_resumes_after_a_kill(tmp_path) -> None:
     """Killed mid-training, the same command continues from the last finished epoch (weights,
