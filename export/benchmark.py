@@ -8,13 +8,19 @@ Builds and measures side by side, in one run:
 2. TF-MOT ``prune_low_magnitude`` + ``strip_pruning`` of the same architecture (the FCN or a
    Conv net), trained to the signed run's per-layer sparsity with the dense recipe's optimizer
    and learning rate and the signed run's epoch budget (``export/tfmot_baseline.py``, in its
-   own process: tf_keras), exported to ONNX (tf2onnx) and TFLite (sparse storage);
+   own process: tf_keras), exported to ONNX (tf2onnx) and TFLite (sparse storage); with
+   ``--tfmot-from-dense`` it prunes the trained dense baseline while fine-tuning it instead
+   (TF-MOT's own guide; 20 epochs unless ``--tfmot-epochs``), a fifth of the cost on a convnet;
 3. the signed supermask run, exported exactly as ``ssm export --format onnx,litert,compact
    --shrink --int8`` does: folded, shrunk, the unread input border cropped (one ``Slice``),
    ONNX fp32, exact int8 ONNX (int8 codes, ``Cast``, ``Mul`` by the layer's scale), the same
    with 2-bit codes (``--code-bits 2``, opset 25), LiteRT and the compact ``.ssm``.  The
    signed run may be a committed results folder (``examples/paper/results/<run>``: its
    ``model.ssm`` is the folded, shrunk model), so that anyone can re-time a committed run.
+4. optionally a second signed run of the same model (``--structured-run``, e.g. a
+   structure-aware one trained with ``--unit-penalty``), exported and measured the same way
+   beside the first; on a convnet page its rows are checked against Conv6's target (batch 64
+   >= 2x at accuracy within 1 point of the unstructured run).
 
 Every artifact's test accuracy is measured ON THE ARTIFACT (onnxruntime and LiteRT in both
 session settings below, the .ssm reloaded in Keras) and compared, as a count of correct images,
@@ -383,7 +389,8 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
             )
         )
     shrink_note = _shrink_note(a.signed_run, manifest)
-    structured_arts = []
+    structured_arts: list[Artifact] = []
+    s_manifest: dict[str, Any] = {}
     if structured_run is not None:
         s_manifest = _export(
             structured_run, exp["structured"], "onnx,litert,compact", shrink=True, int8=True
@@ -509,6 +516,9 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
         "structured_epochs": structured_metrics.get("epochs"),
         "structured_remaining": structured_metrics.get("remaining"),
         "structured_unit_penalty": (structured_metrics.get("recipe") or {}).get("unit_penalty"),
+        "structured_export": None
+        if structured_run is None
+        else {k: s_manifest.get(k) for k in ("shrink_report", "shrink_report_source", "files")},
         "signed_export": {
             k: manifest.get(k)
             for k in (

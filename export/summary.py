@@ -6,7 +6,8 @@ much smaller its compact, int8 and int2 files are ("-": measured before the int2
 and how much faster its shrunk ONNX and sparse LiteRT files run than the dense ONNX file, under
 default session options and under one thread.  Each recipe of an ``export/FRONTIER_*.json``
 written by ``export/frontier.py`` becomes one row of the frontier table (mean ± sd over its
-seeds).  The numbers are the files'; nothing here is typed by hand.
+seeds; the LiteRT column only where the page was made with ``--litert``).  The numbers are
+the files'; nothing here is typed by hand.
 
     python export/summary.py --write README.md
 """
@@ -35,6 +36,7 @@ FRONTIER_COLUMNS = (
     "int8 ONNX bytes",
     "ONNX b1 / b64, default",
     "ONNX b1 / b64, 1 thread",
+    "LiteRT b1 / b64, default",
     "CPU",
     "results",
 )
@@ -73,8 +75,8 @@ def _smaller(artifact: dict[str, Any] | None) -> str:
     return f"{artifact['smaller_than_dense_onnx']:.1f}x ({artifact['bytes'] / 1000:,.1f} KB)"
 
 
-def _shrunk(res: dict[str, Any]) -> str:
-    layers = res.get("signed_export", {}).get("shrink_report", {}).get("layers", [])
+def _shrunk(export: dict[str, Any] | None) -> str:
+    layers = ((export or {}).get("shrink_report") or {}).get("layers", [])
     kept = [f"{e['units_after']}" for e in layers if "units_after" in e]
     return "-".join(kept) if kept else "-"
 
@@ -91,26 +93,27 @@ def _cpu(res: dict[str, Any]) -> str:
     return f"{name} (AMX)" if "amx" in flags else name
 
 
-def row(res: dict[str, Any], results_md: str) -> str:
-    """One Markdown table row for a benchmark result (``RESULTS*.json``)."""
+def row(res: dict[str, Any], results_md: str, which: str = "signed") -> str:
+    """One Markdown table row for a benchmark result (``RESULTS*.json``): its signed run, or
+    with ``which="structured"`` its second signed run (``--structured-run``; no TF-MOT
+    accuracy: the TF-MOT baseline has the first run's sparsity)."""
     acc = res["keras_accuracy"]
-    accuracy = " / ".join(
-        f"{100 * acc[k]:.2f}%" if acc.get(k) is not None else "-"
-        for k in ("signed", "dense", "tfmot")
-    )
-    fp32 = _artifact(res, "signed fold+shrink ONNX fp32")
+    keys = (which, "dense", "tfmot" if which == "signed" else "")
+    accuracy = " / ".join(f"{100 * acc[k]:.2f}%" if acc.get(k) is not None else "-" for k in keys)
+    prefix = "signed" if which == "signed" else "structure-aware signed"
+    fp32 = _artifact(res, f"{prefix} fold+shrink ONNX fp32")
     cells = [
         NAMES.get(res.get("model", "fcn"), res.get("model", "fcn")),
-        f"`{Path(res['signed_run']).name}`",
+        f"`{Path(res[f'{which}_run']).name}`",
         accuracy,
-        f"{100 * res['signed_remaining']:.2f}%",
-        _shrunk(res),
-        _smaller(_artifact(res, "signed compact .ssm")),
-        _smaller(_artifact(res, "signed fold+shrink ONNX int8 (exact)")),
-        _smaller(_artifact(res, "signed fold+shrink ONNX int2 (exact)")),
+        f"{100 * res[f'{which}_remaining']:.2f}%",
+        _shrunk(res.get(f"{which}_export")),
+        _smaller(_artifact(res, f"{prefix} compact .ssm")),
+        _smaller(_artifact(res, f"{prefix} fold+shrink ONNX int8 (exact)")),
+        _smaller(_artifact(res, f"{prefix} fold+shrink ONNX int2 (exact)")),
         _speedups(fp32, "default"),
         _speedups(fp32, "1 thread"),
-        _speedups(_artifact(res, "signed fold+shrink LiteRT (sparse)"), "default"),
+        _speedups(_artifact(res, f"{prefix} fold+shrink LiteRT (sparse)"), "default"),
         _cpu(res),
         f"[{results_md}]({results_md})",
     ]
@@ -129,6 +132,8 @@ def table(paths: list[Path]) -> str:
     for path in paths:
         res = json.loads(path.read_text(encoding="utf-8"))
         lines.append(row(res, _page(path)))
+        if res.get("structured_run"):
+            lines.append(row(res, _page(path), "structured"))
     return "\n".join(lines)
 
 
@@ -141,6 +146,7 @@ def frontier_table(paths: list[Path]) -> str:
         link = _page(path)
         for r in res["recipes"]:
             d, one = r["speedup"]["default"], r["speedup"]["1 thread"]
+            lite = (r.get("litert_speedup") or {}).get("default")
             cells = [
                 NAMES.get(res["model"], res["model"]),
                 f"`{r['recipe']}`",
@@ -152,6 +158,7 @@ def frontier_table(paths: list[Path]) -> str:
                 r["int8"],
                 f"{d['1']}x / {d['64']}x",
                 f"{one['1']}x / {one['64']}x",
+                f"{lite['1']}x / {lite['64']}x" if lite else "-",
                 _cpu(res),
                 f"[{link}]({link})",
             ]

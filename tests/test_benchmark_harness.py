@@ -250,6 +250,17 @@ def test_summary_row_reads_the_result_file(summary) -> None:
     assert summary.row(res, "r.md").split("|")[12].strip() == "Intel Xeon (AMX)"
     res["artifacts"].pop(2)  # a result file from before the int2 file
     assert [c.strip() for c in summary.row(res, "r.md").strip("|").split("|")][7] == "-"
+    # a page with a second, structure-aware run: its own row, without a TF-MOT accuracy
+    res.update(structured_run="x/conv4_signed_default_up0.003_s7531", structured_remaining=0.009,
+               structured_export={"shrink_report": {"layers": [{"units_after": 3}]}})  # fmt: skip
+    res["keras_accuracy"].update(structured=0.75, tfmot=0.7)
+    res["artifacts"] += [art("structure-aware signed fold+shrink ONNX fp32", 100_000, (4.0, 5.0)),
+                         art("structure-aware signed compact .ssm", 4_000, None)]  # fmt: skip
+    cells = [c.strip() for c in summary.row(res, "r.md", "structured").strip("|").split("|")]
+    assert cells[1:6] == ["`conv4_signed_default_up0.003_s7531`", "75.00% / 79.00% / -", "0.90%",
+                          "3", "250.0x (4.0 KB)"]  # fmt: skip
+    assert cells[6] == "-" and cells[8] == "4.00x / 5.00x"
+    assert summary.row(res, "r.md").split("|")[3].strip() == "80.00% / 79.00% / 70.00%"
 
 
 def test_readme_deployment_table_is_generated_from_the_results(summary) -> None:
@@ -407,26 +418,32 @@ def test_frontier_times_every_run_against_the_dense_model(tmp_path: Path) -> Non
 
     md = tmp_path / "frontier.md"
     argv = ["--model", "fcn", "--work-dir", str(tmp_path / "work"), "--results", str(md),
-            "--data-dir", str(data), "--rounds", "2", "--runs", "3", "--warmup", "1"]  # fmt: skip
+            "--data-dir", str(data), "--rounds", "2", "--runs", "3", "--warmup", "1",
+            "--litert"]  # fmt: skip
     for run in runs:
         argv += ["--signed-run", str(run)]
     assert frontier.main(argv) == 0
 
     result = json.loads(md.with_suffix(".json").read_text())
-    assert set(result["latency_us"]) == {frontier.DENSE, *(run.name for run in runs)}
-    for cells in result["latency_us"].values():
-        assert set(cells) == set(frontier.SETTINGS)
-        assert all(v > 0 for per in cells.values() for v in per.values())
+    for key in ("latency_us", "latency_litert_us"):  # ONNX and (--litert) LiteRT files
+        assert set(result[key]) == {frontier.DENSE, *(run.name for run in runs)}
+        for cells in result[key].values():
+            assert set(cells) == set(frontier.SETTINGS)
+            assert all(v > 0 for per in cells.values() for v in per.values())
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     for run in runs:
         row = result["runs"][run.name]
         assert row["mismatches"] == 0 and row["units"] and len(row["units"]) == 2
+        assert row["litert_mismatches"] == 0 and row["litert_accuracy"] == row["onnx_accuracy"]
         assert 0 < row["compact_bytes"] < row["int8_onnx_bytes"] < row["fp32_onnx_bytes"]
     assert result["runs"][runs[0].name]["remaining"] == metrics["remaining"]
     assert result["test_images"] == 128
     text = md.read_text()
     assert "| fcn_signed_default | 2 |" in text and "| fcn_signed_up0.01 | 1 |" in text
-    assert " ± " in text and frontier.DENSE in text and "agree on every image" in text
+    assert " ± " in text and frontier.DENSE in text
+    assert "the ONNX file and the LiteRT file agree on every image" in text
+    assert "LiteRT: x faster b1 / b64, default" in text and "LiteRT b1 / b64 us, 1 thread" in text
+    assert (tmp_path / "work" / runs[0].name / "model.tflite").is_file()
     assert (tmp_path / "work" / runs[2].name / "model_int8.onnx").is_file()
     # the README's frontier table reads the per-recipe rows the JSON keeps
     summary = _load_script("export/summary.py", "ssm_summary_frontier")
@@ -436,7 +453,16 @@ def test_frontier_times_every_run_against_the_dense_model(tmp_path: Path) -> Non
     assert [row[:3] for row in cells] == [["FCN", "`fcn_signed_default`", "2"],
                                           ["FCN", "`fcn_signed_up0.01`", "1"]]  # fmt: skip
     assert " ± " in cells[0][3] and " ± " not in cells[1][3]  # mean ± sd over the 2 seeds
-    assert all(re.fullmatch(r"[\d.]+( ± [\d.]+)?x / [\d.]+( ± [\d.]+)?x", row[8]) for row in cells)
+    speed = r"[\d.]+( ± [\d.]+)?x / [\d.]+( ± [\d.]+)?x"
+    assert all(re.fullmatch(speed, row[8]) and re.fullmatch(speed, row[10]) for row in cells)
+    # a page made without --litert: no LiteRT columns, "-" in the README's LiteRT column
+    del result["latency_litert_us"]
+    result["recipes"] = frontier.rows(result)[1]
+    onnx_only = frontier.markdown(result)
+    assert "LiteRT: x faster" not in onnx_only and "LiteRT b1" not in onnx_only
+    (tmp_path / "onnx_only.json").write_text(json.dumps(result))
+    table = summary.frontier_table([tmp_path / "onnx_only.json"])
+    assert {line.split("|")[11].strip() for line in table.splitlines()[2:]} == {"-"}
 
     # a run of another architecture is named before anything is exported
     with pytest.raises(SystemExit):
