@@ -512,6 +512,7 @@ def prepare(a: argparse.Namespace) -> dict[str, Any]:
         "signed_epochs": signed_metrics.get("epochs"),
         "tfmot_epochs": tfmot_metrics.get("epochs"),
         "tfmot_from_dense": tfmot_metrics.get("from_dense"),
+        "tfmot_sparsity_shortfall": tfmot_metrics.get("sparsity_shortfall"),
         "structured_run": None if structured_run is None else str(structured_run),
         "structured_epochs": structured_metrics.get("epochs"),
         "structured_remaining": structured_metrics.get("remaining"),
@@ -861,9 +862,14 @@ def _markdown(res: dict[str, Any], arts: list[Artifact]) -> str:
         if start
         else f"trained from scratch for {res.get('tfmot_epochs')} epochs"
     )
+    short = res.get("tfmot_sparsity_shortfall")
+    same = (
+        f"short of the signed run's per-layer sparsity by {short}" if short else
+        "same per-layer sparsity as the signed run"
+    )  # fmt: skip
     tfmot_line = (
         f"; TF-MOT: `{res['tfmot_run']}` ({how}, remaining "
-        f"{res['tfmot_remaining']:.4%}, same per-layer sparsity as the signed run, by "
+        f"{res['tfmot_remaining']:.4%}, {same}, by "
         "`export/tfmot_baseline.py` in its own process)"
         if tfmot
         else "; no TF-MOT baseline (`--no-tfmot`)"

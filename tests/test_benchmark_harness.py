@@ -170,6 +170,11 @@ def test_markdown_has_both_settings_and_the_profile(bench) -> None:
     res.update(tfmot_epochs=20, tfmot_from_dense={"run": "d", "epochs": 50})
     text = bench._markdown(res, arts)
     assert "TF-MOT: `t` (pruned while fine-tuning the trained dense run `d` for 20 epochs" in text
+    res["tfmot_sparsity_shortfall"] = {"dense1": 0.002}
+    assert "short of the signed run's per-layer sparsity by {'dense1': 0.002}" in bench._markdown(
+        res, arts
+    )
+    res["tfmot_sparsity_shortfall"] = None
     res.update(structured_run="u", structured_epochs=100, structured_remaining=0.009,
                structured_unit_penalty=0.003)  # fmt: skip
     res["keras_accuracy"]["structured"] = 0.97
