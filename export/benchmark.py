@@ -209,20 +209,10 @@ def _ort_session(path: Path, setting: str, threads: int, profile: bool = False) 
 
 def _runner(art: Artifact, x: np.ndarray, setting: str, threads: int) -> Any:
     """A zero-argument function running ``art`` on ``x`` and returning the scores."""
-    from keras_ssm.export.runtime import litert_interpreter, litert_run
+    from keras_ssm.export.runtime import litert_call
 
     if art.runtime == "litert":
-        interp = litert_interpreter(art.path, None if setting == "default" else threads)
-        litert_run(interp, x)
-        (inp,) = interp.get_input_details()
-        out = interp.get_output_details()[0]["index"]
-
-        def run_litert() -> np.ndarray:
-            interp.set_tensor(inp["index"], x)
-            interp.invoke()
-            return interp.get_tensor(out)
-
-        return run_litert
+        return litert_call(art.path, x, None if setting == "default" else threads)
     sess = _ort_session(art.path, setting, threads)
     feed = {sess.get_inputs()[0].name: x}
     return lambda: sess.run(None, feed)[0]

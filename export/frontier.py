@@ -135,23 +135,9 @@ def measure_accuracy(
 def _runner(path: Path, runtime: str, threads: int | None, x: np.ndarray) -> Any:
     """A zero-argument call running one file on ``x``: an onnxruntime session (``threads``
     intra-op threads, None: its default) or a LiteRT interpreter (``num_threads``)."""
-    from keras_ssm.export.runtime import litert_interpreter, litert_run, ort_session
+    from keras_ssm.export.runtime import litert_call, ort_call
 
-    if runtime == "litert":
-        interp = litert_interpreter(path, threads)
-        litert_run(interp, x)  # sized for this batch once
-        index = interp.get_input_details()[0]["index"]
-        out = interp.get_output_details()[0]["index"]
-
-        def run() -> Any:
-            interp.set_tensor(index, x)
-            interp.invoke()
-            return interp.get_tensor(out)
-
-        return run
-    sess = ort_session(path, threads=threads)
-    feed = {sess.get_inputs()[0].name: x}
-    return lambda: sess.run(None, feed)
+    return (litert_call if runtime == "litert" else ort_call)(path, x, threads)
 
 
 def time_all(

@@ -32,11 +32,13 @@ __all__ = [
     "file_sizes",
     "keras_scores",
     "library_versions",
+    "litert_call",
     "litert_interpreter",
     "litert_latency",
     "litert_predict",
     "litert_run",
     "onnx_predict",
+    "ort_call",
     "ort_latency",
     "ort_session",
     "summarize",
@@ -175,6 +177,33 @@ def summarize(times_us: Sequence[float]) -> dict[str, float]:
     }
 
 
+def ort_call(
+    path: PathLike, x: np.ndarray, threads: int | None = 1, exact: bool | None = None
+) -> Callable[[], Any]:
+    """A zero-argument call running an ONNX file on ``x`` (one session, see
+    :func:`ort_session`): what the latency functions time."""
+    sess = ort_session(path, exact=exact, threads=threads)
+    feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x)}
+    return lambda: sess.run(None, feed)
+
+
+def litert_call(path: PathLike, x: np.ndarray, threads: int | None = 1) -> Callable[[], Any]:
+    """A zero-argument ``set_tensor + invoke + get_tensor`` of a ``.tflite`` file on ``x`` (the
+    interpreter sized for ``x`` once): what the latency functions time."""
+    interp = litert_interpreter(path, threads)
+    litert_run(interp, x)
+    (inp,) = interp.get_input_details()
+    out = interp.get_output_details()[0]["index"]
+    x = np.ascontiguousarray(x)
+
+    def once() -> Any:
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        return interp.get_tensor(out)
+
+    return once
+
+
 def ort_latency(
     path: PathLike,
     x: np.ndarray,
@@ -184,27 +213,14 @@ def ort_latency(
     exact: bool | None = None,
 ) -> list[float]:
     """Per-run wall times (microseconds) of ``session.run`` on ``x`` after ``warmup`` runs."""
-    sess = ort_session(path, exact=exact, threads=threads)
-    feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x)}
-    return timed(lambda: sess.run(None, feed), runs, warmup)
+    return timed(ort_call(path, x, threads, exact), runs, warmup)
 
 
 def litert_latency(
     path: PathLike, x: np.ndarray, runs: int = 100, warmup: int = 20, threads: int | None = 1
 ) -> list[float]:
     """Per-run wall times (microseconds) of ``set_tensor + invoke + get_tensor`` on ``x``."""
-    interp = litert_interpreter(path, threads)
-    litert_run(interp, x)
-    (inp,) = interp.get_input_details()
-    out = interp.get_output_details()[0]["index"]
-    x = np.ascontiguousarray(x)
-
-    def once() -> None:
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        interp.get_tensor(out)
-
-    return timed(once, runs, warmup)
+    return timed(litert_call(path, x, threads), runs, warmup)
 
 
 def thread_settings(threads: int | None) -> dict[str, Any]:
