@@ -200,17 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     x_train, x_test = data.standardize_images(x_train), data.standardize_images(x_test)
     keras.utils.set_random_seed(args.seed)
     facts = data.info(dataset)
-    dense = keras_ssm.models.get(
-        name, mask=None, input_shape=facts["input_shape"], num_classes=facts["num_classes"]
-    )
+    if start_from is None:  # the dense baseline's initial weights
+        dense = keras_ssm.models.get(
+            name, mask=None, input_shape=facts["input_shape"], num_classes=facts["num_classes"]
+        )
+    else:  # its trained weights
+        dense = keras.saving.load_model(start_from / "model.keras")
     recipe = recipes.get(name, mask=None)
     lr0 = args.lr if args.lr is not None else recipe.lr
-    if start_from is not None:
-        dense = keras.saving.load_model(start_from / "model.keras")  # trained weights
-        if args.lr is None:  # where the dense run's schedule ended
-            lr0 = recipe.lr * recipe.decay_rate ** (
-                int(start_metrics["epochs"]) / recipe.decay_epochs
-            )
+    if start_from is not None and args.lr is None:  # where the dense run's schedule ended
+        lr0 = recipe.lr * recipe.decay_rate ** (int(start_metrics["epochs"]) / recipe.decay_epochs)
     batch_size = args.batch_size or recipe.batch_size
     precision = resolve_precision(
         args.precision, convolutional=keras_ssm.models.is_convolutional(name)
