@@ -57,6 +57,7 @@ __all__ = [
     "channel_kind",
     "has_elementwise_activation",
     "is_kernel_layer",
+    "is_separable_layer",
     "positions",
 ]
 
@@ -142,6 +143,7 @@ _KINDS: dict[type, str] = {
     **dict.fromkeys((_L.DepthwiseConv1D, _L.DepthwiseConv2D), DEPTHWISE),
 }
 _KERNEL_LAYERS = (_L.Dense, _L.Conv1D, _L.Conv2D, _L.Conv3D)
+_SEPARABLE_LAYERS = (_L.SeparableConv1D, _L.SeparableConv2D)
 
 
 def activation_name(activation: Any) -> str | None:
@@ -205,6 +207,13 @@ def is_kernel_layer(layer: keras.layers.Layer) -> bool:
         and getattr(layer, "groups", 1) == 1
         and _channels_last(layer)
     )
+
+
+def is_separable_layer(layer: keras.layers.Layer) -> bool:
+    """A channels-last separable convolution (a depthwise kernel per input channel, then a
+    pointwise kernel that mixes them): it ends a chain like a Dense / Conv layer, and
+    ``chains(..., separable=True)`` lets it be a producer and a consumer too."""
+    return isinstance(layer, _SEPARABLE_LAYERS) and _channels_last(layer)
 
 
 def has_elementwise_activation(layer: keras.layers.Layer) -> bool:
@@ -290,14 +299,20 @@ def chains(
     accept: Callable[[keras.layers.Layer], bool] | None = None,
     *,
     nested: bool = False,
+    separable: bool = False,
 ) -> list[Chain]:
     """Every chain of a Sequential or functional model, in the order of its producers.
 
     ``accept`` restricts the Dense / Conv layers that may be a producer or a consumer (a
     rejected one still ends a chain); ``nested=True`` also walks every nested Sequential /
-    functional model on its own (a chain never crosses a model's boundary).  Other models
-    (subclassed ones) have no chains.
+    functional model on its own (a chain never crosses a model's boundary); ``separable=True``
+    lets separable convolutions (:func:`is_separable_layer`) be producers and consumers as well
+    (they always end a chain).  Other models (subclassed ones) have no chains.
     """
+
+    def mixing(layer: keras.layers.Layer) -> bool:
+        return is_kernel_layer(layer) or (separable and is_separable_layer(layer))
+
     models = [model]
     if nested:
         models += [layer for layer in iter_layers(model) if isinstance(layer, keras.Model)]
@@ -308,7 +323,7 @@ def chains(
         readers, arity = _edges(graph_model)
         for producer in graph_model.layers:
             if not (
-                is_kernel_layer(producer)
+                mixing(producer)
                 and (accept is None or accept(producer))
                 and arity.get(id(producer)) == 1
                 and has_elementwise_activation(producer)
@@ -316,7 +331,7 @@ def chains(
                 continue
             path: list[keras.layers.Layer] = []
             current = _single_reader(producer, readers, arity)
-            while current is not None and not is_kernel_layer(current):
+            while current is not None and not mixing(current):
                 if channel_kind(current) is None:
                     current = None
                     break

@@ -368,12 +368,11 @@ def test_nothing_to_remove_says_so() -> None:
     assert str(report) == "nothing to remove: every unit has inputs and outputs (params: 23 -> 23)"
 
 
-# Layers whose units shrink does not remove (depthwise, separable and transposed convolutions,
-# attention, EinsumDense), between a producer and a consumer with dead units: they stay whole,
-# the model computes the same, and units elsewhere still go.
+# Layers whose units shrink does not remove (depthwise and transposed convolutions, attention,
+# EinsumDense), between a producer and a consumer with dead units: they stay whole, the model
+# computes the same, and units elsewhere still go.
 WHOLE = {
     "depthwise": ((6, 6, 3), lambda: L.DepthwiseConv2D(3, padding="same")),
-    "separable": ((6, 6, 3), lambda: L.SeparableConv2D(4, 3, padding="same")),
     "transposed": ((6, 6, 3), lambda: L.Conv2DTranspose(4, 3)),
     "einsum": ((5,), lambda: L.EinsumDense("ab,bc->ac", output_shape=4)),
 }
@@ -634,3 +633,79 @@ def test_mobilenet_blocks_shrink_exactly(tmp_path):
 
         result = to_onnx(aligned, tmp_path / "m.onnx")  # verified against Keras, or raises
         assert result.max_rel_error <= 1e-4
+
+
+def _separable_pair(rank: int, padding: str, multiplier: int) -> keras.Model:
+    """conv (1x1) -> separable -> separable -> pooling -> Dense, with no unit dead by chance."""
+    sep = L.SeparableConv2D if rank == 2 else L.SeparableConv1D
+    pool = L.GlobalAveragePooling2D if rank == 2 else L.GlobalAveragePooling1D
+    conv = L.Conv2D if rank == 2 else L.Conv1D
+    m = keras.Sequential(
+        [
+            keras.Input((7,) * rank + (3,)),
+            conv(8, 1, activation="relu", name="a"),
+            sep(6, 3, padding=padding, depth_multiplier=multiplier, activation="relu", name="s1"),
+            sep(5, 3, padding="same", depth_multiplier=multiplier, activation="relu", name="s2"),
+            pool(),
+            L.Dense(3),
+        ]
+    )
+    rng = np.random.default_rng(rank * 10 + multiplier)
+    for layer in m.layers:
+        ws = layer.get_weights()
+        ws = [rng.choice([-0.4, 0.3, 0.5], a.shape).astype("float32") for a in ws]
+        layer.set_weights(ws)
+    return m
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_separable_convolutions_are_cut_as_consumers_and_producers(rank, padding, multiplier):
+    """A channel that a separable convolution never reads (its depthwise filters or its
+    pointwise rows are zero, or each of its depthwise outputs meets zero pointwise rows) goes;
+    a constant channel goes where it stays constant (a zero one always, a non-zero one only
+    without zero padding); a separable convolution's zero pointwise column is a unit without
+    inputs. The outputs do not change, and ONNX export of the result matches Keras."""
+    m = _separable_pair(rank, padding, multiplier)
+    k, b = m.get_layer("a").get_weights()
+    k[..., 2:4] = 0.0  # no incoming weights: relu(-1) = 0 and relu(0.5) = 0.5
+    b[2], b[3] = -1.0, 0.5
+    m.get_layer("a").set_weights([k, b])
+    dw, pw, pb = m.get_layer("s1").get_weights()
+    dw[..., 0, :] = 0.0  # channel 0 of "a": its depthwise filters are zero
+    pw[..., multiplier : 2 * multiplier, :] = 0.0  # channel 1: its pointwise rows are zero
+    if multiplier == 2:  # channel 4: one depthwise output zero, the other meets zero rows
+        dw[..., 4, 0] = 0.0
+        pw[..., 4 * 2 + 1, :] = 0.0
+    pw[..., 0], pb[0] = 0.0, -1.0  # units of s1 without inputs: relu(-1) = 0, relu(0.4) = 0.4
+    pw[..., 1], pb[1] = 0.0, 0.4
+    m.get_layer("s1").set_weights([dw, pw, pb])
+    dw2, pw2, pb2 = m.get_layer("s2").get_weights()
+    dw2[..., 2, :] = 0.0  # unit 2 of s1: never read
+    m.get_layer("s2").set_weights([dw2, pw2, pb2])
+
+    small, report = shrink(m)
+
+    valid = padding == "valid"
+    dead_a = 2 + (multiplier == 2) + 1 + valid  # unread: 0, 1 (and 4); constant: 2 (and 3)
+    assert small.get_layer("a").filters == 8 - dead_a
+    assert small.get_layer("s1").filters == 6 - 2  # unit 0 (zero constant) and unit 2 (unread)
+    assert small.get_layer("s2").get_weights()[0].shape[-2] == 4
+    s1 = small.get_layer("s1").get_weights()
+    assert s1[0].shape[-2:] == (8 - dead_a, multiplier)
+    assert s1[1].shape[-2:] == ((8 - dead_a) * multiplier, 4)
+    entry = {e.name: e for e in report.layers}
+    assert entry["a"].removed_no_output == 2 + (multiplier == 2)
+    assert entry["a"].removed_no_input == 1 + valid
+    assert entry["s1"].removed_no_input == 1 and entry["s1"].removed_no_output == 1
+    assert entry["s1"].bias_folded == valid
+    assert rel_err(m, small, (7,) * rank + (3,)) <= 1e-6
+    if keras.backend.backend() == "tensorflow" and rank == 2:
+        import tempfile
+        from pathlib import Path
+
+        from keras_ssm.export import to_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:  # verified against Keras, or raises
+            assert to_onnx(small, Path(tmp) / "m.onnx").max_rel_error <= 1e-5

@@ -115,10 +115,10 @@ def test_family_whose_config_keras_cannot_rebuild_is_named(family: str) -> None:
 # On JAX (the second CI pass) two families cover the depthwise and the keras_hub paths; the
 # whole list runs on TensorFlow.
 JAX_FAMILIES = ("MobileNetV2", "BertBackbone")
-# shrink removes units of a Dense / Conv2D only where they feed per-channel layers and one
-# Dense / Conv2D consumer; these families have none (NASNet's convolutions feed separable
-# convolutions and concatenations; the transformers' projections are EinsumDense)
-NOTHING_TO_SHRINK = {"NASNetMobile", "BertBackbone", "GPT2Backbone"}
+# shrink removes units of a Dense / Conv / SeparableConv only where they feed per-channel
+# layers and one such consumer; these families have none (the transformers' projections are
+# EinsumDense)
+NOTHING_TO_SHRINK = {"BertBackbone", "GPT2Backbone"}
 
 
 @pytest.mark.parametrize("family", [name for name in FAMILIES if name not in BROKEN_CONFIG])
@@ -197,17 +197,20 @@ def test_family_supermasks_trains_folds_and_round_trips(family: str, tmp_path: P
         # float32 rounding amplified by a deep net, never a tolerance that accepts anything
         assert result.max_rel_error <= result.details["check_tolerance"] <= 1e-2
 
-    # shrink: with a quarter of every Dense / Conv2D layer's units emptied, removing the ones
-    # the graph lets it remove keeps the outputs (and removes some, where the family has a
-    # convolution or Dense layer whose units feed only per-channel layers and one consumer)
+    # shrink: with a quarter of every Dense / Conv2D / SeparableConv2D layer's units emptied
+    # (a separable one's pointwise columns), removing the ones the graph lets it remove keeps
+    # the outputs (and removes some, where the family has such a layer whose units feed only
+    # per-channel layers and one consumer)
     from keras_ssm.export.shrink import shrink
 
     rng = np.random.default_rng(2)
+    layers = keras.layers
     for layer in iter_layers(folded):
-        if type(layer) in (keras.layers.Dense, keras.layers.Conv2D):
+        if type(layer) in (layers.Dense, layers.Conv2D, layers.SeparableConv2D):
             weights = layer.get_weights()
-            units = weights[0].shape[-1]
-            weights[0][..., rng.choice(units, max(1, units // 4), replace=False)] = 0.0
+            kernel = weights[1 if type(layer) is layers.SeparableConv2D else 0]
+            units = kernel.shape[-1]
+            kernel[..., rng.choice(units, max(1, units // 4), replace=False)] = 0.0
             layer.set_weights(weights)
     want = folded.predict(x, verbose=0)
     small, _ = shrink(folded)

@@ -15,6 +15,11 @@ zero. Whole units (Dense) or filters (Conv) often end up
   -> project): the unit's output goes nowhere, and what the depthwise convolution passes on is
   its constant ``act(bias)``, folded into the next layer's bias like the one above.
 
+Separable convolutions (Xception-style) take part on both sides, through the convolution they
+compute (``depthwise`` then ``pointwise``): as a consumer, an input channel whose depthwise
+filters are zero or whose pointwise rows are zero is never read, and loses both; as a
+producer, a pointwise column that is zero is a unit with no incoming weights.
+
 Removal is iterated to a fixed point. Only the chains ``producer -> [per-channel layers] ->
 consumer`` of :func:`keras_ssm.graph.chains` are touched (every tensor with a single reader);
 anything else (``Add``, ``Concatenate``, shared layers, model outputs, layers that mix channels
@@ -51,6 +56,7 @@ from keras_ssm.graph import (
     chains,
     channel_kind,
     is_kernel_layer,
+    is_separable_layer,
     positions,
 )
 
@@ -65,6 +71,7 @@ __all__ = [
 _L = keras.layers
 _DENSE = (_L.Dense,)
 _CONV = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
+_SEPARABLE = (_L.SeparableConv1D, _L.SeparableConv2D)
 
 
 @dataclass
@@ -109,11 +116,12 @@ class ShrinkReport:
 
 
 def _is_matmul(layer) -> bool:
-    """Stock Dense / ConvND that reads its input's last axis through a plain kernel."""
+    """Stock Dense / ConvND / SeparableConvND that reads its input's last axis through plain
+    kernels."""
     quant = getattr(getattr(layer, "dtype_policy", None), "quantization_mode", None)
     return (
-        type(layer) in _DENSE + _CONV
-        and is_kernel_layer(layer)
+        type(layer) in _DENSE + _CONV + _SEPARABLE
+        and (is_kernel_layer(layer) or is_separable_layer(layer))
         and quant is None
         and not getattr(layer, "lora_enabled", False)
         and layer.built
@@ -121,8 +129,52 @@ def _is_matmul(layer) -> bool:
 
 
 def _chains(model: keras.Model) -> list[Chain]:
-    """The model's chains (:func:`keras_ssm.graph.chains`) between stock Dense / Conv layers."""
-    return chains(model, _is_matmul)
+    """The model's chains (:func:`keras_ssm.graph.chains`) between stock Dense / Conv /
+    SeparableConv layers."""
+    return chains(model, _is_matmul, separable=True)
+
+
+# ----------------------------------------------------------------------------- kernels
+# A Dense / Conv layer's weights are ``[kernel, bias?]``; a separable convolution's are
+# ``[depthwise (*spatial, in, m), pointwise (1.., in * m, out), bias?]``.  Both read as one
+# kernel ``(*spatial, in, out)``: the convolution the layer computes.
+
+
+def _bias_index(layer) -> int:
+    return 2 if type(layer) in _SEPARABLE else 1
+
+
+def _units(layer, weights: list[np.ndarray]) -> int:
+    return int(weights[_bias_index(layer) - 1].shape[-1])
+
+
+def _kernel(layer, weights: list[np.ndarray], support: bool = False) -> np.ndarray:
+    """The layer's kernel ``(*spatial, in, out)``; ``support=True``: an array that is non-zero
+    exactly where a path from that input to that output has non-zero weights (no cancellation)."""
+    if type(layer) not in _SEPARABLE:
+        return weights[0]
+    dw, pw = weights[0], weights[1]
+    if support:
+        dw, pw = np.abs(dw), np.abs(pw)
+    spatial, (cin, m), out = dw.shape[:-2], dw.shape[-2:], pw.shape[-1]
+    k = np.einsum("tcm,cmo->tco", dw.reshape(-1, cin, m), pw.reshape(cin, m, out))
+    return k.reshape(*spatial, cin, out)
+
+
+def _take_units(layer, weights: list[np.ndarray], keep: np.ndarray) -> list[np.ndarray]:
+    """The weights of ``layer`` with only its output units ``keep``."""
+    at = _bias_index(layer) - 1  # the kernel whose last axis is the units, then the bias
+    return [a[..., keep] if i >= at else a for i, a in enumerate(weights)]
+
+
+def _take_inputs(layer, weights: list[np.ndarray], rows: np.ndarray) -> list[np.ndarray]:
+    """The weights of ``layer`` reading only its input channels ``rows``."""
+    if type(layer) not in _SEPARABLE:
+        return [np.take(weights[0], rows, axis=-2), *weights[1:]]
+    dw, pw, *rest = weights
+    m = dw.shape[-1]
+    pw_rows = (rows[:, None] * m + np.arange(m)[None]).ravel()
+    return [np.take(dw, rows, axis=-2), np.take(pw, pw_rows, axis=-2), *rest]
 
 
 # ----------------------------------------------------------------------------- algebra
@@ -160,8 +212,8 @@ def _constant_at_consumer(
     position (zero padding of a non-zero constant, or a PReLU whose alpha varies over positions,
     breaks it)."""
     p = chain.producer
-    pw = w[p.name]
-    bias = pw[1] if len(pw) > 1 else np.zeros(pw[0].shape[-1], np.float32)
+    pw, at = w[p.name], _bias_index(p)
+    bias = pw[at] if len(pw) > at else np.zeros(_units(p, pw), np.float32)
     v = _to_numpy(p.activation(keras.ops.convert_to_tensor(bias[None].astype(np.float32))))[0]
     v = v.astype(np.float64)
     uniform = np.ones(v.shape, dtype=bool)
@@ -234,16 +286,16 @@ def _step(
 ) -> bool:
     """Remove what can be removed between one producer and its consumer; True if changed."""
     p, q = chain.producer, chain.consumer
-    pk = w[p.name][0]
+    pk = _kernel(p, w[p.name], support=True)
     channels = pk.shape[-1]
     idx = positions(chain.path, channels)
     if idx is None:
         return False
-    qk = w[q.name][0]
+    qk = _kernel(q, w[q.name])
     q_rows = np.moveaxis(qk, -2, 0)  # (in, *kernel_spatial, out)
     if q_rows.shape[0] != idx.size:
         return False
-    rows = q_rows[idx]  # (positions, C, ...)
+    rows = np.moveaxis(_kernel(q, w[q.name], support=True), -2, 0)[idx]  # (positions, C, ...)
     no_out = ~np.any(rows.reshape(idx.shape[0], channels, -1) != 0, axis=(0, 2))
     no_in = ~np.any(pk.reshape(-1, channels) != 0, axis=0)
     # a depthwise convolution on the path whose filter is zero: the unit's output goes nowhere,
@@ -280,20 +332,18 @@ def _step(
     entry.removed_no_output += int(np.sum(removable & (no_out | blocked)))
     entry.units_after = int(keep.size)
     # producer: drop kernel columns and bias entries
-    w[p.name] = [a[..., keep] for a in w[p.name]]
+    w[p.name] = _take_units(p, w[p.name], keep)
     _slice_path(chain, w, channels, keep)
     # consumer: fold constants into the bias, drop input rows
-    q_w = w[q.name]
+    q_w, at = list(w[q.name]), _bias_index(q)
     if contrib is not None and np.any(contrib != 0):
-        if len(q_w) == 1:
-            q_w = [q_w[0], np.zeros(qk.shape[-1], np.float32)]
+        if len(q_w) == at:
+            q_w.append(np.zeros(qk.shape[-1], np.float32))
             added_bias[q.name] = True
             entries[q.name].bias_added = True
-        q_w[1] = (q_w[1].astype(np.float64) + contrib).astype(np.float32)
+        q_w[at] = (q_w[at].astype(np.float64) + contrib).astype(np.float32)
         entries[q.name].bias_folded = True
-    keep_rows = np.sort(idx[:, keep].ravel())
-    q_w[0] = np.take(q_w[0], keep_rows, axis=-2)
-    w[q.name] = q_w
+    w[q.name] = _take_inputs(q, q_w, np.sort(idx[:, keep].ravel()))
     return True
 
 
@@ -350,7 +400,7 @@ def shrink(model: keras.Model, max_iterations: int = 100) -> tuple[keras.Model, 
     entries: dict[str, LayerShrink] = {}
     for layer in model.layers:
         if _is_matmul(layer):
-            n = w[layer.name][0].shape[-1]
+            n = _units(layer, w[layer.name])
             entries[layer.name] = LayerShrink(layer.name, n, n)
     added_bias: dict[str, bool] = {}
     for _ in range(max_iterations):
