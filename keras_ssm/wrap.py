@@ -50,7 +50,7 @@ from typing import Any
 import keras
 
 from keras_ssm import masks
-from keras_ssm.graph import chains
+from keras_ssm.graph import chains, is_separable_layer
 from keras_ssm.layer_tree import (
     LOW_PRECISION_POLICIES,
     UnsupportedLayerError,
@@ -259,13 +259,15 @@ def supermask(
             output unit (filter) that empties whole units, so that ``shrink`` (``ssm export
             --shrink``) removes them and the exported model is narrower and faster.  0 (the
             default) adds none; 0.003 is the FCN's tested point (``examples/paper/RESULTS.md``).
-            It goes only on the masked Dense / Conv layers whose units ``shrink`` can remove:
-            those whose output reaches exactly one other Dense / Conv layer through per-channel
-            layers (BatchNormalization, pooling, element-wise activations, depthwise
-            convolutions, ...).  A layer that feeds an ``Add`` or a ``Concatenate``, a model
-            output, several readers or one of your own layers keeps all its units: emptying
-            them there would cost accuracy and save nothing.  The penalty replaces the stock
-            layer's ``kernel_regularizer`` (which :func:`supermask` drops in every case).
+            It goes only on the masked Dense / Conv / SeparableConv layers whose units
+            ``shrink`` can remove: those whose output reaches exactly one other such layer
+            through per-channel layers (BatchNormalization, pooling, element-wise activations,
+            depthwise convolutions, ...); on a separable convolution, on its pointwise scores
+            (its units are the pointwise kernel's columns).  A layer that feeds an ``Add`` or a
+            ``Concatenate``, a model output, several readers or one of your own layers keeps
+            all its units: emptying them there would cost accuracy and save nothing.  The
+            penalty replaces the stock layer's ``kernel_regularizer`` (``pointwise_regularizer``
+            on a separable convolution), which :func:`supermask` drops in every case.
 
     Every layer that is not masked keeps its weights; by default only the scores train.
 
@@ -308,7 +310,7 @@ def supermask(
     # the layers whose units shrink can remove: the producers of channel chains
     penalized: set[int] = set()
     if penalty is not None:
-        penalized = {id(c.producer) for c in chains(model, nested=True)}
+        penalized = {id(c.producer) for c in chains(model, nested=True, separable=True)}
     pairs: list[tuple[keras.layers.Layer, keras.layers.Layer, str]] = []
 
     def clone(layer: Any) -> Any:
@@ -317,7 +319,8 @@ def supermask(
         role = plan.roles[id(layer)]
         if role == MASK:
             cls = MASKED_LAYERS[type(layer)]
-            extra = {"kernel_regularizer": penalty} if id(layer) in penalized else {}
+            units = "pointwise" if is_separable_layer(layer) else "kernel"
+            extra = {f"{units}_regularizer": penalty} if id(layer) in penalized else {}
             new = cls.from_stock_config(layer.get_config(), **masked_args, **extra)
         elif id(layer) in plan.active:
             new = SupermaskWrapper(

@@ -257,3 +257,54 @@ def test_supermask_penalty_on_a_mobilenet_spares_depthwise_and_residual_layers()
 def test_supermask_refuses_a_bad_penalty(bad: object) -> None:
     with pytest.raises(ValueError, match=r"`unit_penalty` must be a finite number >= 0"):
         keras_ssm.supermask(_branchy(), unit_penalty=bad)
+
+
+def _separable_net() -> keras.Model:
+    """conv -> separable -> BatchNorm -> separable -> pooling -> classifier: every layer but
+    the classifier is a producer whose units shrink can remove."""
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            L.Conv2D(8, 1, activation="relu", name="conv"),
+            L.SeparableConv2D(12, 3, padding="same", activation="relu", name="sep1"),
+            L.BatchNormalization(name="bn"),
+            L.SeparableConv2D(10, 3, padding="same", activation="relu", name="sep2"),
+            L.GlobalAveragePooling2D(name="pool"),
+            L.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+
+
+def test_supermask_penalty_on_separable_convolutions_empties_pointwise_units() -> None:
+    """supermask(unit_penalty=) penalizes a separable convolution's units through its pointwise
+    scores (and a convolution feeding one through its kernel's scores); a strong penalty then
+    empties whole separable units, which shrink removes, and the outputs do not change."""
+    shrink = importlib.import_module("keras_ssm.export.shrink").shrink
+    keras.utils.set_random_seed(5)
+    masked = keras_ssm.supermask(_separable_net(), unit_penalty=0.2)
+    regs = {
+        layer.name: {part.weight: part.scores.regularizer for part in layer.masked_parts()}
+        for layer in masked.layers
+        if keras_ssm.layers.is_masked(layer)
+    }
+    assert isinstance(regs["conv"]["kernel"], UnitPenalty)
+    for name in ("sep1", "sep2"):
+        assert regs[name]["depthwise_kernel"] is None
+        assert isinstance(regs[name]["pointwise_kernel"], UnitPenalty)
+    assert regs["out"]["kernel"] is None
+    want = _group_lasso(numpy(masked.get_layer("conv").scores), 0.2) + sum(
+        _group_lasso(numpy(masked.get_layer(n).pointwise_scores), 0.2) for n in ("sep1", "sep2")
+    )
+    assert sum(float(numpy(loss)) for loss in masked.losses) == pytest.approx(want, rel=1e-5)
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 8, 8, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > 0).astype("int32")
+    masked.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
+    masked.fit(x, y, epochs=15, batch_size=32, verbose=0)
+    folded = keras_ssm.fold(masked)
+    small, report = shrink(folded)
+    cut = {e.name: e.units_before - e.units_after for e in report.layers}
+    assert cut.get("sep1", 0) + cut.get("sep2", 0) >= 4, report
+    np.testing.assert_allclose(numpy(small(x)), numpy(folded(x)), rtol=1e-5, atol=1e-6)
