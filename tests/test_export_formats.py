@@ -377,7 +377,8 @@ def test_checks_use_inputs_whose_outputs_differ(tmp_path):
     model = _saturating_model(1e3)
     x1 = np.random.default_rng(0).standard_normal((8, 6)).astype("float32")
     ones = keras_outputs(model, x1)[0]
-    assert np.all((ones == 0) | (ones == 1))  # saturated at scale 1
+    # saturated at scale 1: one-hot up to float32 rounding (AVX2's exp gives 0.99999994)
+    assert np.all((np.abs(ones) <= 1e-6) | (np.abs(ones - 1) <= 1e-6))
     assert output_spread(model, x1) == 0.0  # nothing moves: the check would be blind
     x, scale, spread = probe_inputs(model)
     assert scale < 1 and spread >= 1e-4 and output_spread(model, x) == spread
