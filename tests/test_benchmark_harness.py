@@ -20,6 +20,7 @@ def _load_script(relative: str, name: str):
     """Import a script of the repository (not a package module) by its path."""
     spec = importlib.util.spec_from_file_location(name, ROOT / relative)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -474,3 +475,22 @@ def test_frontier_times_every_run_against_the_dense_model(tmp_path: Path) -> Non
         frontier.main(["--model", "conv2", "--signed-run", str(runs[0]), "--work-dir",
                        str(tmp_path / "w2"), "--results", str(tmp_path / "x.md")])  # fmt: skip
     assert not (tmp_path / "w2").exists() and not (tmp_path / "x.md").exists()
+
+
+def test_wrap_example_results_page_is_generated_from_its_json() -> None:
+    """examples/results/wrap_*/results.md is what examples/wrap_cifar10.py makes of the
+    results.json beside it (every number on the page comes from the measured file), and the
+    page holds the dense, signed and structure-aware models with every file measured."""
+    wrap = _load_script("examples/wrap_cifar10.py", "ssm_wrap_cifar10")
+    pages = sorted((ROOT / "examples" / "results").glob("wrap_*/results.json"))
+    assert pages
+    for path in pages:
+        report = json.loads(path.read_text())
+        assert (path.parent / "results.md").read_text() == wrap.markdown(report)
+        names = list(report["variants"])
+        assert names[0] == "dense" and any("_up" in n for n in names), names
+        for variant, entry in report["variants"].items():
+            for name in ("model.onnx", "model.tflite"):
+                assert entry["files"][name]["accuracy"] == entry["keras_accuracy"], (variant, name)
+                for batch in (1, 64):
+                    assert report["latency"][f"{variant}/{name}@{batch}"]["median_us"] > 0
