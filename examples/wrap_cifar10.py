@@ -89,6 +89,10 @@ def variants(a: argparse.Namespace) -> list[Variant]:
     found = [Variant(False)]
     for wd in [None, *a.weight_decay]:
         found += [Variant(True, wd), Variant(True, wd, a.unit_penalty)]
+    unknown = sorted(set(a.skip) - {v.name for v in found})
+    if unknown:
+        names = ", ".join(v.name for v in found)
+        raise SystemExit(f"--skip {' '.join(unknown)}: no such variant; these run: {names}")
     return [v for v in found if v.name not in a.skip]
 
 
@@ -109,8 +113,15 @@ def train_one(a: argparse.Namespace, variant: Variant, work: Path) -> tuple[kera
     run = work / variant.name
     path, info_path = run / "model.keras", run / "train.json"
     if path.exists() and info_path.exists():
+        info = json.loads(info_path.read_text())
+        if (info["epochs"], info.get("limit")) != (a.epochs, a.limit):
+            raise SystemExit(
+                f"{run} holds a model trained for {info['epochs']} epochs (limit "
+                f"{info.get('limit')}), not {a.epochs} (limit {a.limit}): pass another "
+                "--work-dir or remove it"
+            )
         print(f"[wrap] {variant.name}: reusing {path}", flush=True)
-        return keras.saving.load_model(path), json.loads(info_path.read_text())
+        return keras.saving.load_model(path), info
     run.mkdir(parents=True, exist_ok=True)
     recipe = recipes.get("conv4", mask="signed" if variant.masked else None)
     recipe = dataclasses.replace(recipe, epochs=a.epochs, augment=True)
@@ -155,6 +166,7 @@ def train_one(a: argparse.Namespace, variant: Variant, work: Path) -> tuple[kera
     info = {
         "variant": variant.name,
         "epochs": recipe.epochs,
+        "limit": a.limit,
         "lr": recipe.lr,
         "weight_decay": recipe.wd,
         "unit_penalty": variant.penalty,
