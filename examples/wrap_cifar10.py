@@ -31,7 +31,6 @@ import dataclasses
 import json
 import os
 import platform
-import random
 import sys
 import time
 from pathlib import Path
@@ -49,12 +48,11 @@ from keras_ssm.export.runtime import (
     accuracy_of,
     batch_of,
     file_sizes,
+    interleaved_medians,
     litert_call,
     litert_predict,
     onnx_predict,
     ort_call,
-    summarize,
-    timed,
 )
 from keras_ssm.training.precision import (
     cpu_description,
@@ -182,19 +180,6 @@ def train_one(a: argparse.Namespace, variant: Variant, work: Path) -> tuple[kera
     return model, info
 
 
-def latency_rounds(calls: dict[str, Any], rounds: int, runs: int) -> dict[str, dict]:
-    """Median over ``rounds`` of each round's median of ``runs`` calls, the files taking
-    turns in a shuffled order every round."""
-    per_round: dict[str, list[float]] = {key: [] for key in calls}
-    order = list(calls)
-    rng = random.Random(0)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for key in order:
-            per_round[key].append(summarize(timed(calls[key], runs, 10))["median_us"])
-    return {key: {"median_us": float(np.median(v)), "rounds": v} for key, v in per_round.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--app", default="MobileNetV2", help="a keras.applications model")
@@ -256,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             make = ort_call if path.suffix == ".onnx" else litert_call
             calls[f"{key}@{batch}"] = make(path, x, threads=None)
     load = os.getloadavg()[0]
-    times = latency_rounds(calls, a.rounds, a.runs)
-    report["latency"] = times
+    medians = interleaved_medians(calls, a.rounds, a.runs)
+    report["latency"] = {
+        key: {"median_us": float(np.median(v)), "rounds": v} for key, v in medians.items()
+    }
     report["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
     if a.results is not None:
         write_results(a.results, report, work)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import shlex
 import statistics
@@ -152,7 +151,7 @@ def time_all(
     in ``runtimes``), per runtime, setting and batch: ``{runtime: {label: {setting: {batch:
     us}}}}``, the median over ``rounds`` of each round's median over ``runs`` timed calls; all
     files take turns in a shuffled order each round."""
-    from keras_ssm.export.runtime import batch_of, timed
+    from keras_ssm.export.runtime import batch_of, interleaved_medians
 
     files = {"onnx": "model.onnx", "litert": "model.tflite"}
     keys = [(rt, label) for rt in runtimes for label in entries]
@@ -166,13 +165,8 @@ def time_all(
             for key in keys
             for b, xb in feeds.items()
         }
-        order = list(keys)
-        for r in range(rounds):
-            random.Random(r).shuffle(order)
-            for b in BATCHES:
-                for key in order:
-                    times = timed(calls[(key, b)], runs, warmup)
-                    cells[key][setting][b].append(statistics.median(times))
+        for (key, b), medians in interleaved_medians(calls, rounds, runs, warmup).items():
+            cells[key][setting][b] = medians
     out: dict[str, dict[str, dict[str, dict[int, float]]]] = {rt: {} for rt in runtimes}
     for (rt, label), c in cells.items():
         out[rt][label] = {

@@ -30,6 +30,7 @@ __all__ = [
     "accuracy_of",
     "batch_of",
     "file_sizes",
+    "interleaved_medians",
     "keras_scores",
     "library_versions",
     "litert_call",
@@ -175,6 +176,29 @@ def summarize(times_us: Sequence[float]) -> dict[str, float]:
         "p90_us": round(float(np.percentile(a, 90)), 2),
         "runs": int(a.size),
     }
+
+
+def interleaved_medians(
+    calls: dict[Any, Callable[[], Any]], rounds: int, runs: int, warmup: int = 10
+) -> dict[Any, list[float]]:
+    """Time several calls side by side: in each of ``rounds`` rounds every call, in an order
+    shuffled for that round (``random.Random(round)``), is timed ``runs`` times after ``warmup``
+    untimed calls; returns each call's per-round medians (microseconds), so that a load change
+    during the timing hits every call alike.
+
+    >>> medians = interleaved_medians({"a": lambda: None, "b": lambda: None}, rounds=2, runs=3)
+    >>> sorted(medians), [len(v) for v in medians.values()]
+    (['a', 'b'], [2, 2])
+    """
+    import random
+
+    per_round: dict[Any, list[float]] = {key: [] for key in calls}
+    order = list(calls)
+    for r in range(rounds):
+        random.Random(r).shuffle(order)
+        for key in order:
+            per_round[key].append(statistics.median(timed(calls[key], runs, warmup)))
+    return per_round
 
 
 def ort_call(
